@@ -1,0 +1,70 @@
+"""The ``caffessl`` command: thin flag parsing over the library, like Caffe's ``caffe`` tool.
+
+Each subcommand lives in ``caffessl/commands/<name>.py`` with ``add_arguments(parser)`` and ``run(args)``.
+Errors a user can act on print as one line and exit non-zero; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "train": ("train", "train a net from a solver.prototxt (like `caffe train`)"),
+    "test": ("test", "score a model over iterations of its TEST net (like `caffe test`)"),
+    "time": ("time", "time forward/backward per layer, with sparsity and FLOPs (like `caffe time`)"),
+    "convert": ("convert", "convert datasets: `convert mnist`, `convert imageset`"),
+    "classify": ("classify", "classify images with a deploy net"),
+    "export": ("export", "export a model: `export onnx`"),
+    "upgrade-net": ("upgrade_net", "upgrade a legacy V0/V1 prototxt and caffemodel to the current format"),
+}
+
+
+def build_parser():
+    from . import __version__
+    parser = argparse.ArgumentParser(prog="caffessl", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"caffessl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (mod, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        p.set_defaults(_module=mod)
+        try:
+            module = importlib.import_module(f"caffessl.commands.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"caffessl.commands.{mod}":
+                raise
+            p.set_defaults(_missing=True)
+            continue
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .errors import CaffeSSLError
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 1
+    if getattr(args, "_missing", False):
+        print(f"caffessl: error: the '{args.command}' command is not available in this build", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"caffessl.commands.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except (CaffeSSLError, NotImplementedError) as e:
+        if args.debug:
+            raise
+        print(f"caffessl {args.command}: error: {type(e).__name__}: {e}".replace("\n", " "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"caffessl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

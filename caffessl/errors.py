@@ -1,0 +1,58 @@
+"""Typed errors. Every error a user can cause is a CaffeSSLError whose message names the place
+(file:line:col for text files, the layer for graph errors, layer + param index + shapes for weights)."""
+
+
+class CaffeSSLError(Exception):
+    """Base class of every error caffessl raises for bad input."""
+
+
+class PrototxtParseError(CaffeSSLError):
+    """A prototxt that does not parse (message names file:line:col)."""
+
+
+class FileMissingError(CaffeSSLError, FileNotFoundError):
+    """A file named by the user (net, weights, mean, data source...) does not exist."""
+
+
+class UnknownLayerTypeError(CaffeSSLError):
+    """A layer type that is not in the registry."""
+
+
+class NetGraphError(CaffeSSLError):
+    """A malformed net: a bottom nobody produces, duplicate tops, bad sharing..."""
+
+
+class MissingBottomError(NetGraphError):
+    """A bottom blob that no earlier layer produces."""
+
+
+class ShapeMismatchError(CaffeSSLError):
+    """Incompatible shapes at set-up or reshape (names layer and shapes)."""
+
+
+class LayerConfigError(CaffeSSLError):
+    """A layer parameter value Caffe rejects (wrong bottom count, bad value...)."""
+
+
+class WeightsError(CaffeSSLError):
+    """A caffemodel whose content does not fit the net (names layer, param index, both shapes)."""
+
+
+class CaffemodelFormatError(CaffeSSLError):
+    """A file that is not a (complete) caffemodel / binaryproto / solverstate."""
+
+
+class SolverConfigError(CaffeSSLError):
+    """A solver.prototxt that cannot run (unknown type or policy, missing nets...)."""
+
+
+class DataSourceError(CaffeSSLError):
+    """A data source that is missing, empty or unreadable."""
+
+
+class TrainingDivergedError(CaffeSSLError):
+    """The loss became NaN or Inf."""
+
+
+class ExportError(CaffeSSLError):
+    """A layer or value that the export format cannot express."""

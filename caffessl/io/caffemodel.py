@@ -1,0 +1,112 @@
+"""Reading and writing trained weights: binary NetParameter (.caffemodel) and HDF5 (.caffemodel.h5).
+
+``read_weights(path)`` returns a list of ``(layer_name, layer_type, [arrays])`` in file order, after the
+legacy upgrade (V0/V1 layers), whatever the file format. Writing mirrors Caffe's Net::ToProto / ToHDF5.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import CaffemodelFormatError, FileMissingError
+from ..proto import caffe_pb2
+from .blobproto import array_to_blobproto, blobproto_to_array
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == HDF5_SIGNATURE
+
+
+def _looks_like_text(raw: bytes) -> bool:
+    head = raw[:4096]
+    try:
+        txt = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return any(k in txt for k in ("layer", "name:", "input", "net:", "base_lr"))
+
+
+def read_net_binary(path) -> "caffe_pb2.NetParameter":
+    """Parse a binary caffemodel into an (upgraded) NetParameter, with clear errors."""
+    from .upgrade import upgrade_net_as_needed
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileMissingError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if not raw:
+        raise CaffemodelFormatError(f"{path}: empty file, not a caffemodel")
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(raw)
+    except Exception as e:
+        if _looks_like_text(raw):
+            raise CaffemodelFormatError(
+                f"{path}: this is a text prototxt, not a binary caffemodel (pass it as the model, "
+                f"not the weights)") from None
+        raise CaffemodelFormatError(f"{path}: not a caffemodel, or truncated ({e})") from None
+    if not len(net.layer) and not len(net.layers):
+        raise CaffemodelFormatError(f"{path}: not a caffemodel (no layers in it)")
+    return upgrade_net_as_needed(net, path)
+
+
+def _read_hdf5(path):
+    import h5py
+    out = []
+    try:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                raise CaffemodelFormatError(f"{path}: HDF5 file without a 'data' group, not a caffemodel.h5")
+            data = f["data"]
+            for lname in data.keys():  # h5py keeps creation order when the file tracks it
+                g = data[lname]
+                n = len(g.keys())
+                out.append((lname, None, [np.asarray(g[str(i)], dtype=np.float32) for i in range(n)]))
+    except OSError as e:
+        raise CaffemodelFormatError(f"{path}: unreadable HDF5 caffemodel ({e})") from None
+    return out
+
+
+def read_weights(path):
+    """[(layer_name, layer_type or None, [np arrays])] from a binary or HDF5 caffemodel."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileMissingError(f"{path}: no such file")
+    if is_hdf5(path):
+        return _read_hdf5(path)
+    net = read_net_binary(path)
+    return [(lp.name, lp.type,
+             [blobproto_to_array(b, f"{path}: layer '{lp.name}' blob {i}") for i, b in enumerate(lp.blobs)])
+            for lp in net.layer]
+
+
+def weights_format(path) -> str:
+    return "hdf5" if is_hdf5(path) else "binary"
+
+
+def write_caffemodel(path, net_param, layer_blobs: dict) -> None:
+    """Write ``net_param`` (its layers) with ``layer_blobs[name] = [arrays]`` as a binary caffemodel."""
+    from .atomic import atomic_write
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net_param)
+    for lp in out.layer:
+        del lp.blobs[:]
+        for arr in layer_blobs.get(lp.name, []):
+            lp.blobs.add().CopyFrom(array_to_blobproto(arr))
+    atomic_write(path, out.SerializeToString())
+
+
+def write_caffemodel_hdf5(path, layer_names, layer_blobs: dict) -> None:
+    import h5py
+    from .atomic import atomic_path
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            data = f.create_group("data", track_order=True)
+            for name in layer_names:
+                g = data.create_group(name, track_order=True)
+                for i, arr in enumerate(layer_blobs.get(name, [])):
+                    g.create_dataset(str(i), data=np.asarray(arr, dtype=np.float32))

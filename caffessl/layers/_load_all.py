@@ -1,0 +1,2 @@
+"""Import every layer family so that each registers its types (one registry: base.LAYERS)."""
+from . import common, data, loss, neuron, normalization, vision  # noqa: F401

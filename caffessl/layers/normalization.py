@@ -1,0 +1,1 @@
+"""Normalization layers: BatchNorm, Scale, Bias, MVN, LRN lives in vision."""

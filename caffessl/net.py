@@ -1,0 +1,497 @@
+"""The Net: a filtered NetParameter turned into ordered layers and named blobs, with pycaffe's surface.
+
+Forward runs each layer's torch forward; backward is torch autograd from the net outputs (with the diffs
+stored in their blobs, which start at the loss weight for loss tops, as in Caffe) -- so one blob feeding
+several layers sums its gradients exactly as Caffe's Split layers do, and in-place layers simply rebind the
+blob name to the new tensor. ``blob.diff`` after ``backward()`` is the gradient of the blob's *first*
+version in the pass (for an in-place chain, the diff of the producing layer's output, as in Caffe).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from . import mode
+from .blob import Blob
+from .errors import (CaffeSSLError, LayerConfigError, MissingBottomError, NetGraphError, ShapeMismatchError,
+                     WeightsError)
+from .layers.base import count_ok, get_layer_class
+from .proto import caffe_pb2
+
+log = logging.getLogger("caffessl")
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+
+class ParamInfo:
+    """One learnable parameter as the solver sees it (Caffe's learnable_params_ entry)."""
+
+    __slots__ = ("layer", "layer_name", "index", "tensor", "spec", "lr_mult", "decay_mult", "groups",
+                 "display_name")
+
+    def __init__(self, layer, index, tensor, spec):
+        self.layer = layer
+        self.layer_name = layer.name
+        self.index = index
+        self.tensor = tensor
+        self.spec = spec
+        self.lr_mult = spec.lr_mult
+        self.decay_mult = spec.decay_mult
+        # Net::param_groups_: convolution_param.group if the layer has a convolution_param, else 1
+        lp = layer.param
+        self.groups = lp.convolution_param.group if lp.HasField("convolution_param") else 1
+        self.display_name = spec.name or f"{layer.name}/{index}"
+
+    def __repr__(self):
+        return f"<ParamInfo {self.layer_name}[{self.index}] {tuple(self.tensor.shape)} lr_mult={self.lr_mult}>"
+
+
+# -- NetState filtering (Net::FilterNet / StateMeetsRule) --------------------------------------------
+
+def state_meets_rule(state, rule) -> bool:
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def filter_net(net_param, state):
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net_param)
+    del out.layer[:]
+    for lp in net_param.layer:
+        if len(lp.include) and len(lp.exclude):
+            raise NetGraphError(f"layer '{lp.name}': specify either include rules or exclude rules, not both")
+        if len(lp.include):
+            keep = any(state_meets_rule(state, r) for r in lp.include)
+        else:
+            keep = not any(state_meets_rule(state, r) for r in lp.exclude)
+        if keep:
+            out.layer.add().CopyFrom(lp)
+    return out
+
+
+def _load_net_param(model):
+    if isinstance(model, caffe_pb2.NetParameter):
+        from .io.upgrade import upgrade_net_as_needed
+        p = caffe_pb2.NetParameter()
+        p.CopyFrom(model)
+        return upgrade_net_as_needed(p), "<NetParameter>"
+    from .io.prototxt import read_net_prototxt
+    return read_net_prototxt(model), os.fspath(model)
+
+
+class Net:
+    """``Net(model, [weights], phase)`` / ``Net(model, phase, weights=...)`` as in pycaffe."""
+
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), device=None,
+                 dtype=torch.float32, allow_python=False):
+        # pycaffe's positional forms: (model, phase) and (model, weights, phase)
+        args = list(args)
+        if args and isinstance(args[0], (str, os.PathLike)):
+            weights = args.pop(0)
+        if args:
+            phase = args.pop(0)
+        if args:
+            raise TypeError("Net(model, [weights], phase): too many positional arguments")
+        self.net_param_full, self.source = _load_net_param(model)
+        if phase is None:
+            phase = self.net_param_full.state.phase if self.net_param_full.HasField("state") else TEST
+        self.phase = int(phase)
+        self.device = torch.device(device) if device is not None else mode.device()
+        self.dtype = dtype
+        self.allow_python = allow_python
+        state = caffe_pb2.NetState()
+        state.CopyFrom(self.net_param_full.state)
+        state.phase = self.phase
+        state.level = level or state.level
+        if stages:
+            del state.stage[:]
+            state.stage.extend(stages)
+        self.state = state
+        self.net_param = filter_net(self.net_param_full, state)
+        self.name = self.net_param.name
+        self.force_backward = self.net_param.force_backward
+        self._build()
+        self._last = None  # record of the last forward (for pycaffe backward)
+        if weights:
+            for w in str(weights).split(","):
+                self.copy_from(w)
+
+    # -- construction -----------------------------------------------------------------------------
+    def _build(self):
+        self.layers = []
+        self._layer_names = []
+        self.blobs: "OrderedDict[str, Blob]" = OrderedDict()
+        self.top_names = OrderedDict()
+        self.bottom_names = OrderedDict()
+        self._tops_idx, self._bottoms_idx = [], []
+        self.blob_loss_weights = OrderedDict()
+        self._loss_tops = []           # (blob name, weight)
+        self.inputs = []
+        self.learnable_params: list[ParamInfo] = []
+        self._param_owner_by_name = {}
+        self._propagate_down = []
+        available = OrderedDict()       # blob name -> producing layer (not yet consumed)
+        seen_names = set()
+        for lp_src in self.net_param.layer:
+            lp = caffe_pb2.LayerParameter()
+            lp.CopyFrom(lp_src)
+            name = lp.name
+            if name in seen_names:
+                raise NetGraphError(f"{self.source}: duplicate layer name '{name}'")
+            seen_names.add(name)
+            cls = get_layer_class(lp.type, name)
+            layer = cls(lp, self.phase, self.device, self.dtype)
+            layer.net = weakref.proxy(self)
+            nb, nt = len(lp.bottom), len(lp.top)
+            if not count_ok(cls.num_bottoms, nb):
+                raise LayerConfigError(f"layer '{name}' ({lp.type}) takes {_fmt_count(cls.num_bottoms)} "
+                                       f"bottom blob(s), got {nb}")
+            if not count_ok(cls.num_tops, nt):
+                raise LayerConfigError(f"layer '{name}' ({lp.type}) produces {_fmt_count(cls.num_tops)} "
+                                       f"top blob(s), got {nt}")
+            for b in lp.bottom:
+                if b not in self.blobs:
+                    raise MissingBottomError(f"layer '{name}' ({lp.type}): unknown bottom blob '{b}' "
+                                             f"(no earlier layer produces it)")
+                available.pop(b, None)
+            bottom_shapes = [self.blobs[b].shape for b in lp.bottom]
+            layer.setup(bottom_shapes)
+            top_shapes = layer.reshape(bottom_shapes)
+            if len(top_shapes) != nt:
+                raise LayerConfigError(f"layer '{name}' ({lp.type}) produced {len(top_shapes)} tops, "
+                                       f"prototxt names {nt}")
+            for j, (t, shp) in enumerate(zip(lp.top, top_shapes)):
+                in_place = j < nb and lp.bottom[j] == t
+                if t in self.blobs and not in_place:
+                    if t in lp.bottom:
+                        raise NetGraphError(f"layer '{name}': top '{t}' must be produced in place from the "
+                                            f"bottom of the same index")
+                    raise NetGraphError(f"layer '{name}': top blob '{t}' is produced by more than one layer")
+                if not in_place:
+                    self.blobs[t] = Blob(t, shp, self.dtype, self.device)
+                elif tuple(shp) != self.blobs[t].shape:
+                    raise ShapeMismatchError(f"layer '{name}': in-place top '{t}' changes shape "
+                                             f"{self.blobs[t].shape} -> {tuple(shp)}")
+                available[t] = name
+            if lp.type == "Input" or getattr(cls, "feeds_from_blobs", False):
+                self.inputs.extend(lp.top)
+            # loss weights (Layer::SetLossWeights)
+            if len(lp.loss_weight) and len(lp.loss_weight) != nt:
+                raise LayerConfigError(f"layer '{name}': loss_weight must be given once per top "
+                                       f"({nt}), got {len(lp.loss_weight)}")
+            for j, t in enumerate(lp.top):
+                w = lp.loss_weight[j] if len(lp.loss_weight) else (1.0 if (cls.is_loss and j == 0) else 0.0)
+                if w != 0:
+                    self._loss_tops.append((t, float(w)))
+                    self.blob_loss_weights[t] = float(w)
+                    self.blobs[t].diff_tensor.fill_(w)
+                else:
+                    self.blob_loss_weights.setdefault(t, 0.0)
+            pd = list(lp.propagate_down)
+            if pd and len(pd) != nb:
+                raise LayerConfigError(f"layer '{name}': propagate_down must be given once per bottom")
+            self._propagate_down.append(pd or [True] * nb)
+            self._append_params(layer)
+            self.layers.append(layer)
+            self._layer_names.append(name)
+            self.top_names[name] = list(lp.top)
+            self.bottom_names[name] = list(lp.bottom)
+        self.outputs = list(available.keys())
+        self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        self._input_set = set(self.inputs)
+
+    def _append_params(self, layer):
+        lp = layer.param
+        for i, p in enumerate(layer.params):
+            spec = lp.param[i] if i < len(lp.param) else caffe_pb2.ParamSpec()
+            pname = spec.name
+            if pname and pname in self._param_owner_by_name:
+                owner = self._param_owner_by_name[pname]
+                o = owner.tensor
+                strict = spec.share_mode != caffe_pb2.ParamSpec.PERMISSIVE
+                if (strict and tuple(o.shape) != tuple(p.shape)) or (o.numel() != p.numel()):
+                    raise ShapeMismatchError(
+                        f"layer '{layer.name}': cannot share param '{pname}' of shape {tuple(o.shape)} "
+                        f"(owner '{owner.layer_name}') with a param of shape {tuple(p.shape)}")
+                if spec.HasField("lr_mult") and spec.lr_mult != owner.lr_mult:
+                    raise LayerConfigError(f"layer '{layer.name}': shared param '{pname}' has lr_mult "
+                                           f"{spec.lr_mult}, its owner has {owner.lr_mult}")
+                if spec.HasField("decay_mult") and spec.decay_mult != owner.decay_mult:
+                    raise LayerConfigError(f"layer '{layer.name}': shared param '{pname}' has decay_mult "
+                                           f"{spec.decay_mult}, its owner has {owner.decay_mult}")
+                layer.params[i] = o if tuple(o.shape) == tuple(p.shape) else o  # PERMISSIVE keeps owner's
+                continue
+            p.requires_grad_(spec.lr_mult != 0)
+            info = ParamInfo(layer, i, p, spec)
+            self.learnable_params.append(info)
+            if pname:
+                self._param_owner_by_name[pname] = info
+
+    # -- pycaffe surface --------------------------------------------------------------------------
+    @property
+    def params(self):
+        return OrderedDict((l.name, l.blobs) for l in self.layers if l.params)
+
+    def layer_type(self, name):
+        return self.layer_dict[name].type
+
+    def _layer_index(self, name, what):
+        if name is None:
+            return None
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise NetGraphError(f"{what}: no layer named '{name}' in the net") from None
+
+    def reshape(self):
+        """Propagate the current input blob shapes through every layer (Net::Reshape)."""
+        for layer, lp in zip(self.layers, (l.param for l in self.layers)):
+            if getattr(layer, "feeds_from_blobs", False):
+                continue  # Input tops keep the shape the user gave them (Input's Reshape is a no-op)
+            bshapes = [self.blobs[b].shape for b in lp.bottom]
+            tshapes = layer.reshape(bshapes)
+            for j, (t, s) in enumerate(zip(lp.top, tshapes)):
+                if t in lp.bottom[:j + 1] and lp.bottom[j:j + 1] == [t]:
+                    continue
+                self.blobs[t].reshape(*s)
+            for t, w in self._loss_tops:
+                if t in lp.top:
+                    self.blobs[t].diff_tensor.fill_(w)
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe's forward: set inputs from kwargs, run [start, end], return {output: data}."""
+        for name, value in kwargs.items():
+            if name not in self.blobs:
+                raise NetGraphError(f"forward: no blob named '{name}'")
+            value = np.asarray(value)
+            if value.shape[:1] != self.blobs[name].shape[:1]:
+                raise ShapeMismatchError(f"forward: input '{name}' has batch {value.shape[:1]}, the blob "
+                                         f"{self.blobs[name].shape} (reshape the blob first)")
+            self.blobs[name].data[...] = value
+        i0 = self._layer_index(start, "forward start") or 0
+        i1 = self._layer_index(end, "forward end")
+        i1 = len(self.layers) - 1 if i1 is None else i1
+        self._forward_range(i0, i1, record=torch.is_grad_enabled())
+        outs = self.outputs if end is None else self.top_names[self._layer_names[i1]]
+        res = OrderedDict((o, self.blobs[o].data) for o in list(outs) + list(blobs or []))
+        return res
+
+    def _bottom_tensor(self, name, cur, record):
+        t = cur.get(name)
+        if t is not None:
+            return t
+        blob = self.blobs[name]
+        t = blob.tensor.detach()
+        if record and torch.is_grad_enabled() and (self.force_backward and name in self._input_set):
+            t = t.requires_grad_(True)
+        cur[name] = t
+        if record:
+            self._last["first"].setdefault(name, t)
+        blob.set_tensor(t)
+        return t
+
+    def _forward_range(self, i0, i1, record=False):
+        """Run layers i0..i1. Returns the weighted loss (a tensor)."""
+        for b in self.blobs.values():
+            b._data.sync_to_device()
+        cur = {}
+        if record:
+            self._last = {"first": {}, "range": (i0, i1)}
+        loss = None
+        for i in range(i0, i1 + 1):
+            layer = self.layers[i]
+            lp = layer.param
+            bottoms = []
+            for k, b in enumerate(lp.bottom):
+                t = self._bottom_tensor(b, cur, record)
+                if not self._propagate_down[i][k] or k in layer.no_grad_bottoms:
+                    t = t.detach()
+                bottoms.append(t)
+            if layer.has_backward:
+                tops = layer.forward(bottoms)
+            else:
+                with torch.no_grad():
+                    tops = layer.forward(bottoms)
+            if getattr(layer, "feeds_from_blobs", False):
+                for t in lp.top:
+                    self._bottom_tensor(t, cur, record)
+                continue
+            for name, t in zip(lp.top, tops):
+                cur[name] = t
+                self.blobs[name].set_tensor(t)
+                if record:
+                    first = self._last["first"]
+                    if name not in first:
+                        first[name] = t
+                        if t.requires_grad and not t.is_leaf:
+                            t.retain_grad()
+            for t_name, w in self._loss_tops:
+                if t_name in lp.top:
+                    term = cur[t_name].sum() * w
+                    loss = term if loss is None else loss + term
+        return loss
+
+    def forward_backward(self):
+        """One Caffe ForwardBackward for the solver: returns the loss (float); param diffs accumulate."""
+        self._last = None
+        loss = self._forward_range(0, len(self.layers) - 1, record=False)
+        if loss is None:
+            return 0.0
+        if loss.requires_grad:
+            loss.backward()
+        return float(loss.detach())
+
+    def forward_loss(self):
+        """Forward the whole net; return the weighted loss as a float (Net::Forward's loss)."""
+        loss = self._forward_range(0, len(self.layers) - 1, record=torch.is_grad_enabled())
+        return 0.0 if loss is None else float(loss.detach())
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe's backward: top diffs from kwargs (or the blobs), autograd to the inputs and params."""
+        if start is not None or end is not None:
+            raise NotImplementedError("Net.backward(start=, end=) is not supported by caffessl's autograd "
+                                      "backward; run the whole backward")
+        if self._last is None:
+            raise CaffeSSLError("backward() needs a forward() with gradients enabled first")
+        for name, value in kwargs.items():
+            self.blobs[name].diff[...] = value
+        first = self._last["first"]
+        roots, grads = [], []
+        weighted = dict(self._loss_tops)
+        for name in self.outputs:
+            t = self.blobs[name].tensor
+            if t.requires_grad:
+                roots.append(t)
+                grads.append(self.blobs[name].diff_tensor.to(t.dtype))
+        for name, w in self._loss_tops:
+            if name in self.outputs:
+                continue
+            t = self.blobs[name].tensor
+            if t.requires_grad:
+                roots.append(t)
+                grads.append(torch.full_like(t, w))
+        del weighted
+        if roots:
+            torch.autograd.backward(roots, grads, retain_graph=True)
+        for name, t in first.items():
+            if name in self.outputs:
+                continue
+            g = t.grad
+            blob = self.blobs[name]
+            blob.set_diff_tensor(g.detach().clone() if g is not None else torch.zeros_like(t.detach()))
+            if g is not None:
+                t.grad = None
+        return OrderedDict((n, self.blobs[n].diff) for n in list(self.inputs) + list(diffs or []))
+
+    def clear_param_diffs(self):
+        for l in self.layers:
+            for p in l.params:
+                if p.grad is not None:
+                    p.grad.zero_()
+
+    # -- weights ----------------------------------------------------------------------------------
+    def copy_from(self, path, strict: bool = False):
+        """Net::CopyTrainedLayersFrom: copy blobs of the layers whose names match; ignore the rest."""
+        from .io.caffemodel import read_weights, weights_format
+        fmt = weights_format(path)
+        loaded, ignored = [], []
+        for lname, _ltype, arrays in read_weights(path):
+            layer = self.layer_dict.get(lname)
+            if layer is None:
+                ignored.append(lname)
+                log.info("Ignoring source layer %s", lname)
+                continue
+            self._copy_layer(layer, arrays, path)
+            layer.on_weights_loaded(fmt)
+            loaded.append(lname)
+        if strict:
+            missing = [l.name for l in self.layers if l.params and l.name not in loaded]
+            if ignored or missing:
+                raise WeightsError(f"{path}: does not match the net (strict): layers not in the net: "
+                                   f"{ignored or 'none'}; net layers with params not in the file: "
+                                   f"{missing or 'none'}")
+        self.weights_report = {"loaded": loaded, "ignored": ignored}
+        return self.weights_report
+
+    def _copy_layer(self, layer, arrays, path):
+        if len(arrays) != len(layer.params):
+            raise WeightsError(f"{path}: incompatible number of blobs for layer '{layer.name}': the file has "
+                               f"{len(arrays)}, the net's layer has {len(layer.params)}")
+        for j, (arr, p) in enumerate(zip(arrays, layer.params)):
+            target = tuple(p.shape)
+            if tuple(arr.shape) != target:
+                legacy = (1,) * (4 - len(target)) + target if len(target) <= 4 else None
+                if legacy is not None and tuple(arr.shape) == legacy:
+                    arr = arr.reshape(target)
+                else:
+                    raise WeightsError(
+                        f"{path}: cannot copy param {j} weights from layer '{layer.name}'; shape mismatch. "
+                        f"Source param shape is {tuple(arr.shape)}; target param shape is {target}")
+            with torch.no_grad():
+                p.copy_(torch.from_numpy(np.ascontiguousarray(arr)).to(p.dtype))
+
+    def layer_arrays(self):
+        return OrderedDict((l.name, [p.detach().cpu().numpy() for p in l.params]) for l in self.layers)
+
+    def to_proto(self):
+        """Net::ToProto: the filtered net's layer parameters (blobs are added by the writers)."""
+        out = caffe_pb2.NetParameter()
+        out.CopyFrom(self.net_param)
+        del out.layer[:]
+        for l in self.layers:
+            out.layer.add().CopyFrom(l.param)
+        return out
+
+    def save(self, path):
+        from .io.caffemodel import write_caffemodel
+        write_caffemodel(path, self.to_proto(), self.layer_arrays())
+
+    def save_hdf5(self, path):
+        from .io.caffemodel import write_caffemodel_hdf5
+        write_caffemodel_hdf5(path, self._layer_names, self.layer_arrays())
+
+    def share_with(self, other: "Net"):
+        """Use ``other``'s parameter tensors in the layers of the same name (Net::ShareTrainedLayersWith)."""
+        for layer in self.layers:
+            src = other.layer_dict.get(layer.name)
+            if src is None or not src.params:
+                continue
+            if len(src.params) != len(layer.params):
+                raise WeightsError(f"share_with: layer '{layer.name}' has {len(layer.params)} blobs, the "
+                                   f"source layer has {len(src.params)}")
+            for j, (a, b) in enumerate(zip(layer.params, src.params)):
+                if tuple(a.shape) != tuple(b.shape):
+                    raise WeightsError(f"share_with: layer '{layer.name}' param {j}: shape {tuple(a.shape)} "
+                                       f"vs source {tuple(b.shape)}")
+            layer.params = list(src.params)
+            layer.on_weights_shared(src)
+
+    def __repr__(self):
+        return f"<caffessl.Net '{self.name}' {len(self.layers)} layers, phase {caffe_pb2.Phase.Name(self.phase)}>"
+
+
+def _fmt_count(spec):
+    if isinstance(spec, int):
+        return str(spec)
+    lo, hi = spec
+    if hi is None:
+        return f"at least {lo}"
+    if lo is None:
+        return f"at most {hi}"
+    return f"{lo} to {hi}"
