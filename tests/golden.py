@@ -59,7 +59,7 @@ def run_layer_case(name, check_grads=True):
     abs_tol, rel_tol = tol.get("abs", 1e-5), tol.get("rel", 1e-4)
     phase = caffe.TRAIN if meta.get("phase") == "TRAIN" else caffe.TEST
     weights = str(d / "weights.caffemodel") if (d / "weights.caffemodel").exists() else None
-    net = caffe.Net(str(d / "net.prototxt"), weights, phase)
+    net = caffe.Net(str(d / "net.prototxt"), phase, weights=weights)  # weights may be None
     for k, v in np.load(d / "inputs.npz").items():
         net.blobs[k].reshape(*v.shape)
         net.blobs[k].data[...] = v
