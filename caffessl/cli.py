@@ -37,6 +37,7 @@ def build_parser():
             if e.name != f"caffessl.commands.{mod}":
                 raise
             p.set_defaults(_missing=True)
+            p.add_argument("rest", nargs=argparse.REMAINDER)
             continue
         module.add_arguments(p)
     return parser

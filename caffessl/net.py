@@ -409,9 +409,10 @@ class Net:
     def copy_from(self, path, strict: bool = False):
         """Net::CopyTrainedLayersFrom: copy blobs of the layers whose names match; ignore the rest."""
         from .io.caffemodel import read_weights, weights_format
+        records = read_weights(path)
         fmt = weights_format(path)
         loaded, ignored = [], []
-        for lname, _ltype, arrays in read_weights(path):
+        for lname, _ltype, arrays in records:
             layer = self.layer_dict.get(lname)
             if layer is None:
                 ignored.append(lname)
