@@ -37,7 +37,6 @@ def build_parser():
             if e.name != f"caffessl.commands.{mod}":
                 raise
             p.set_defaults(_missing=True)
-            p.add_argument("rest", nargs=argparse.REMAINDER)
             continue
         module.add_arguments(p)
     return parser
@@ -47,7 +46,9 @@ def main(argv=None) -> int:
     from .errors import CaffeSSLError
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "_missing", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help()
         return 1
