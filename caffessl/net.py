@@ -420,6 +420,7 @@ class Net:
                 continue
             self._copy_layer(layer, arrays, path)
             layer.on_weights_loaded(fmt)
+            _disconnect(self, layer)  # SSL connectivity_mode masks (binary and HDF5 alike)
             loaded.append(lname)
         if strict:
             missing = [l.name for l in self.layers if l.params and l.name not in loaded]
@@ -496,3 +497,15 @@ def _fmt_count(spec):
     if lo is None:
         return f"at most {hi}"
     return f"{lo} to {hi}"
+
+
+def _disconnect(net, layer):
+    """WeightAlign's Disconnect: zero and mask a loaded layer's weights per its connectivity_mode."""
+    if layer.param.connectivity_mode == caffe_pb2.LayerParameter.CONNECTED and \
+            layer.name not in getattr(net, "connectivity_masks", {}):
+        return
+    from .sparsity.connectivity import disconnect_layer
+    spec = layer.param.param[0] if len(layer.param.param) else caffe_pb2.ParamSpec()
+    thr = spec.zerout_threshold if spec.HasField("zerout_threshold") else \
+        caffe_pb2.SSLStabilizeParameter().zerout_threshold
+    disconnect_layer(net, layer, float(thr))

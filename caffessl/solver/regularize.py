@@ -1,0 +1,178 @@
+"""Weight decay and Structured Sparsity Learning group Lasso (SGDSolver::Regularize + GroupLassoRegularize).
+
+For one learnable param, from the pre-update weights W, in the fork's order (sgd_solver.cpp 196-586):
+
+1. weight decay, lambda_wd = weight_decay * decay_mult, type = ParamSpec.regularization_type or the solver's:
+   L2: grad += lambda_wd * W (.* D)        term = lambda_wd/2 * sum(D W^2)
+   L1: grad += lambda_wd * sign(W) (.* D)  term = lambda_wd * sum|W D|          (sign(0) = 0)
+   D = the element-wise multipliers read from ``decay_proto`` (all ones without one);
+2. kernel-shape (column) group Lasso per conv group, lambda = kernel_shape_decay * kernel_shape_decay_mult;
+3. breadth (row) group Lasso, lambda = breadth_decay * breadth_decay_mult;
+4. each ``block_group_lasso`` spec in order, tiles over the stacked R x C matrix (conv groups ignored),
+   lambda = block_group_decay * block_decay_mult.
+
+Group terms: grad += lambda * W / ||group|| (0 for a group whose norm is exactly 0), term = lambda * sum ||group||.
+Columns per conv group are the (R/g) x 1 tiling and rows the 1 x C tiling, so 2-4 are all one vectorized
+"block" step (caffessl.sparsity.matrix.group_lasso_step). The fork runs 2 and 3 only on GPU and aborts on
+CPU; caffessl runs them on every device.
+
+Everything is validated once, at set-up (``Regularizer(net, solver_param)``), and each param gets a plan so
+that ``apply`` does only tensor work.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import FileMissingError, ShapeMismatchError, SolverConfigError
+from ..sparsity.matrix import check_block, group_lasso_step, matrix_shape
+
+log = logging.getLogger("caffessl")
+
+_TYPES = ("L1", "L2")
+
+
+@dataclass
+class _Plan:
+    shape: tuple
+    wd: float = 0.0                 # lambda_wd (0: no weight decay step)
+    wd_type: str = "L2"
+    decay: torch.Tensor | None = None   # decay_proto multipliers, same shape as the param
+    blocks: list = field(default_factory=list)   # [(lambda, ydimen, xdimen, what)] in application order
+
+    @property
+    def active(self) -> bool:
+        return self.wd != 0 or bool(self.blocks)
+
+
+def _where(info) -> str:
+    return f"layer '{info.layer_name}' param {info.index} (shape {tuple(info.tensor.shape)})"
+
+
+def param_key(info) -> tuple:
+    return (info.layer_name, info.index)
+
+
+class Regularizer:
+    """Built once per solver: ``apply(info)`` adds the regularization gradient of one param into its grad."""
+
+    def __init__(self, net, solver_param):
+        self.net = net
+        self.solver_param = solver_param
+        self.params = list(net.learnable_params)
+        self.plans: dict[tuple, _Plan] = {}
+        for info in self.params:
+            self.plans[param_key(info)] = self._plan(info, solver_param)
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def _plan(self, info, sp) -> _Plan:
+        spec = info.spec
+        shape = tuple(int(s) for s in info.tensor.shape)
+        r, c = matrix_shape(shape)
+        plan = _Plan(shape=shape)
+        # 1. weight decay
+        plan.wd = float(sp.weight_decay) * float(info.decay_mult)
+        plan.wd_type = spec.regularization_type or sp.regularization_type
+        if plan.wd != 0 and plan.wd_type not in _TYPES:
+            raise SolverConfigError(
+                f"{_where(info)}: unknown regularization_type '{plan.wd_type}' (only \"L1\" and \"L2\" are "
+                f"accepted, case-sensitive){' from its ParamSpec' if spec.regularization_type else ''}")
+        if spec.decay_proto:
+            plan.decay = self._load_decay(info, spec.decay_proto)
+        # 2. kernel shape: one column group per (conv group, column) = the (R/g) x 1 tiling
+        g = max(int(info.groups), 1)
+        lam = float(sp.kernel_shape_decay) * float(spec.kernel_shape_decay_mult)
+        if lam != 0:
+            if r % g:
+                raise SolverConfigError(f"{_where(info)}: kernel_shape_decay needs the {r} rows to split "
+                                        f"into {g} conv groups")
+            plan.blocks.append((lam, r // g, 1, "kernel_shape"))
+        # 3. breadth: one group per row = the 1 x C tiling
+        lam = float(sp.breadth_decay) * float(spec.breadth_decay_mult)
+        if lam != 0:
+            plan.blocks.append((lam, 1, c, "breadth"))
+        # 4. block specs, in order; every spec must tile the matrix (the fork's display CHECKs it even at
+        #    lambda 0, so caffessl refuses it at set-up)
+        for k, b in enumerate(spec.block_group_lasso):
+            problem = check_block(shape, int(b.ydimen), int(b.xdimen))
+            if problem:
+                raise SolverConfigError(f"{_where(info)}: block_group_lasso #{k}: {problem}")
+            lam = float(sp.block_group_decay) * float(b.block_decay_mult)
+            if lam != 0:
+                plan.blocks.append((lam, int(b.ydimen), int(b.xdimen), f"block({b.xdimen},{b.ydimen})"))
+        return plan
+
+    def _load_decay(self, info, path) -> torch.Tensor:
+        from ..io.blobproto import read_binaryproto
+        if not os.path.isfile(path):
+            raise FileMissingError(f"{_where(info)}: decay_proto file '{path}' does not exist (the path is "
+                                   f"relative to the current directory, as in Caffe)")
+        arr = read_binaryproto(path)
+        if tuple(arr.shape) != tuple(info.tensor.shape):
+            raise ShapeMismatchError(f"{_where(info)}: decay_proto '{path}' has shape {tuple(arr.shape)}, the "
+                                     f"param has shape {tuple(info.tensor.shape)}")
+        log.info("Copying weight decay blob %s from %s", " ".join(str(s) for s in arr.shape)
+                 + f" ({arr.size})", path)
+        return torch.as_tensor(arr).to(device=info.tensor.device, dtype=info.tensor.dtype)
+
+    # -- per iteration ------------------------------------------------------------------------------
+    def apply(self, info, want_term: bool = True) -> float:
+        """Add weight decay and group Lasso for ``info`` into ``info.tensor.grad``; return the term.
+
+        With ``want_term=False`` (non-display iterations) the term is not reduced and 0.0 is returned."""
+        plan = self.plans.get(param_key(info))
+        if plan is None:
+            raise SolverConfigError(f"{_where(info)}: not a learnable param of the net this Regularizer "
+                                    f"was built for")
+        if not plan.active:
+            return 0.0
+        p = info.tensor
+        w = p.detach()
+        grad = p.grad
+        if grad is None:
+            if not want_term:
+                return 0.0   # lr_mult 0 / no gradient: the update is 0 anyway; only the term would remain
+            grad = torch.zeros_like(w)  # scratch: the fork still adds (and logs) the decay of frozen params
+        term = w.new_zeros(()) if want_term else None
+        with torch.no_grad():
+            if plan.wd != 0:
+                if plan.wd_type == "L2":
+                    dw = w if plan.decay is None else w * plan.decay
+                    grad.add_(dw, alpha=plan.wd)
+                    if want_term:
+                        term += (w * dw).sum() * (plan.wd / 2)
+                else:
+                    s = torch.sign(w)
+                    if plan.decay is not None:
+                        s = s * plan.decay
+                    grad.add_(s, alpha=plan.wd)
+                    if want_term:
+                        a = w.abs() if plan.decay is None else (w * plan.decay).abs()
+                        term += a.sum() * plan.wd
+            if plan.blocks:
+                r, c = matrix_shape(plan.shape)
+                m = w.reshape(r, c)
+                gm = grad.view(r, c) if grad.is_contiguous() else None
+                for lam, yd, xd, _what in plan.blocks:
+                    q, norms = group_lasso_step(m, yd, xd)
+                    if gm is not None:
+                        gm.add_(q, alpha=lam)
+                    else:
+                        grad.add_(q.reshape(grad.shape), alpha=lam)
+                    if want_term:
+                        term += norms.sum() * lam
+        return float(term) if want_term else 0.0
+
+    def apply_all(self, want_term: bool = True) -> float:
+        """``apply`` for every learnable param in net order; the summed term."""
+        return sum(self.apply(info, want_term) for info in self.params)
+
+    # -- display ------------------------------------------------------------------------------------
+    def sparsity_lines(self) -> list[str]:
+        """The fork's four two-line sparsity messages on the current weights (see caffessl.sparsity.log)."""
+        from ..sparsity.log import sparsity_messages
+        from .stabilize import solver_zerout_threshold
+        return sparsity_messages(self.params, solver_zerout_threshold(self.solver_param))

@@ -1,0 +1,83 @@
+"""Applying an update and stabilizing the sparsity it produced (Net::Update -> Blob::Update + Blob::Zerout).
+
+For each learnable param, after the solver rule computed ``update_value``:
+
+    W -= mask .* update_value        (mask: the layer's connectivity mask, if weights were loaded with a
+                                      connectivity_mode other than CONNECTED; it never touches the history)
+    W[|W| < threshold] = 0           ("Zerout": strict, so exactly +-threshold is kept)
+
+The threshold is the fork's compile-time ZEROUT_THRESHOLD (1e-4), made configurable by caffessl's schema
+additions: ``SolverParameter.ssl_stabilize_param`` (field 1001: ``zerout_threshold``, ``zerout_scope``
+ALL_PARAMS | WEIGHTS_ONLY | NONE) and the per-param override ``ParamSpec.zerout_threshold`` (1001). The
+defaults (1e-4, ALL_PARAMS: weights, biases, BatchNorm statistics, frozen params) are the fork's behaviour.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import SolverConfigError
+from ..proto import caffe_pb2
+from .regularize import param_key
+
+_Scope = caffe_pb2.SSLStabilizeParameter
+
+
+def solver_zerout_threshold(solver_param) -> float:
+    """The solver-wide zeroing threshold (schema default when ssl_stabilize_param is absent)."""
+    return float(solver_param.ssl_stabilize_param.zerout_threshold)
+
+
+def default_zerout_threshold() -> float:
+    """The schema default (the fork's ZEROUT_THRESHOLD), used where no solver is involved (weight load)."""
+    return float(caffe_pb2.SSLStabilizeParameter().zerout_threshold)
+
+
+def zerout_(t: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Blob::Zerout in place: every entry with -threshold < w < threshold becomes exactly 0."""
+    if threshold > 0:
+        t.masked_fill_(t.abs() < threshold, 0)
+    return t
+
+
+class Stabilizer:
+    """Applies each param's update with its connectivity mask, then zeroes small entries."""
+
+    def __init__(self, net, solver_param):
+        self.net = net
+        sp = solver_param.ssl_stabilize_param
+        base = float(sp.zerout_threshold)
+        scope = sp.zerout_scope
+        if base < 0:
+            raise SolverConfigError(f"ssl_stabilize_param.zerout_threshold must be >= 0, got {base}")
+        self.thresholds: dict[tuple, float] = {}
+        for info in net.learnable_params:
+            if info.spec.HasField("zerout_threshold"):
+                thr = float(info.spec.zerout_threshold)
+                if thr < 0:
+                    raise SolverConfigError(f"layer '{info.layer_name}' param {info.index}: zerout_threshold "
+                                            f"must be >= 0, got {thr}")
+            elif scope == _Scope.NONE or (scope == _Scope.WEIGHTS_ONLY and info.index != 0):
+                thr = 0.0
+            else:
+                thr = base
+            self.thresholds[param_key(info)] = thr
+
+    def mask_for(self, info):
+        masks = getattr(self.net, "connectivity_masks", None)
+        if not masks or info.index != 0:
+            return None
+        m = masks.get(info.layer_name)
+        if m is None or m.shape != info.tensor.shape:
+            return None
+        return m
+
+    def update(self, info, update_value: torch.Tensor) -> None:
+        """W -= mask .* update_value, then Zerout (in place on ``info.tensor``)."""
+        with torch.no_grad():
+            w = info.tensor
+            mask = self.mask_for(info)
+            if mask is not None:
+                w.sub_(update_value * mask.to(update_value.dtype))
+            else:
+                w.sub_(update_value)
+            zerout_(w, self.thresholds.get(param_key(info), 0.0))
