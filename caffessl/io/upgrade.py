@@ -44,6 +44,8 @@ def upgrade_net_as_needed(net, source: str = "<net>"):
         upgrade_v1_net(net, source)
     if net_needs_input_upgrade(net):
         upgrade_net_input(net)
+    from .upgrade_legacy import upgrade_batchnorm
+    upgrade_batchnorm(net)
     return net
 
 
