@@ -212,7 +212,7 @@ class Net:
             self._layer_names.append(name)
             self.top_names[name] = list(lp.top)
             self.bottom_names[name] = list(lp.bottom)
-        self.outputs = list(available.keys())
+        self.outputs = sorted(available.keys())  # Caffe keeps them in a std::set<string>: sorted by name
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self._input_set = set(self.inputs)
 
@@ -250,6 +250,13 @@ class Net:
 
     def layer_type(self, name):
         return self.layer_dict[name].type
+
+    def set_input_arrays(self, data, labels):
+        """pycaffe: feed the net's first MemoryData layer with (N,C,H,W) data and N labels."""
+        layer = next((l for l in self.layers if l.type == "MemoryData"), None)
+        if layer is None:
+            raise NetGraphError("set_input_arrays: the net has no MemoryData layer")
+        layer.set_input_arrays(data, labels)
 
     def _layer_index(self, name, what):
         if name is None:

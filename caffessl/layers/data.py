@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import DataSourceError, ShapeMismatchError
 from .base import Layer, register
 
 
@@ -71,3 +72,215 @@ class HDF5Data(DataLayerBase):
 
     def forward(self, bottoms):
         return self._tensors(self.source.next_batch(self.batch_size))
+
+
+class PrefetchingDataLayer(DataLayerBase):
+    """BasePrefetchingDataLayer: a daemon thread keeps ``data_param.prefetch`` batches ready."""
+    _prefetcher = None
+
+    def _start_prefetch(self, loader):
+        from ..data.prefetch import Prefetcher
+        self._prefetcher = Prefetcher(loader, self.param.data_param.prefetch, name=self.name, owner=self)
+
+    def forward(self, bottoms):
+        tops = self._tensors(self._prefetcher.get())
+        self._top_shapes = [tuple(t.shape) for t in tops]
+        return tops
+
+    def _tensors(self, tensors):
+        return [t.to(device=self.device, dtype=self.dtype) for t in tensors]
+
+    def stop_prefetch(self):
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+
+
+def _encoded_color(tp, data_param=None):
+    """force_color -> decode in colour, force_gray -> in grey, else the image's own channels."""
+    if tp.force_color or (data_param is not None and data_param.force_encoded_color):
+        return True
+    if tp.force_gray:
+        return False
+    return None
+
+
+@register("Data")
+class Data(PrefetchingDataLayer):
+    """Caffe's DataLayer over an LMDB of Datum records (raw, float_data or encoded); top 1 is the label."""
+    num_tops = (1, 2)
+
+    def setup(self, bottom_shapes):
+        from ..data.datum import datum_to_array, parse_datum
+        from ..data.lmdb_source import LMDBReader
+        from ..data.rng import layer_rng
+        from ..data.transform import DataTransformer, effective_transform_param
+        from ..proto import caffe_pb2
+        p = self.param.data_param
+        if p.backend != caffe_pb2.DataParameter.LMDB:
+            raise NotImplementedError(
+                f"layer '{self.name}' (Data): data_param.backend LEVELDB is not supported by caffessl (the "
+                f"schema's default is LEVELDB); convert the data to LMDB and set 'backend: LMDB'")
+        if p.batch_size < 1:
+            self.fail(f"data_param.batch_size must be positive, got {p.batch_size}")
+        where = self._where()
+        tp = effective_transform_param(self.param, p)
+        rng = layer_rng()
+        transformer = DataTransformer(tp, self.phase, rng, where)
+        reader = LMDBReader(p.source, where)
+        if p.rand_skip:
+            for _ in range(int(rng.randint(0, 2 ** 31 - 1)) % p.rand_skip):
+                reader.next()
+        color = _encoded_color(tp, p)
+        try:
+            key, val = reader.current()
+            at = f"{where}: record {key.decode('utf-8', 'replace')!r} of '{p.source}'"
+            shape = transformer.infer_shape(datum_to_array(parse_datum(val, at), color, at).shape)
+        except BaseException:
+            reader.close()
+            raise
+        bs = int(p.batch_size)
+        self._top_shapes = [(bs,) + shape] + ([(bs,)] if len(self.param.top) > 1 else [])
+        from ..data.loaders import DatumBatchLoader
+        self._start_prefetch(DatumBatchLoader(reader, transformer, bs, color, len(self.param.top) > 1, where))
+
+
+@register("ImageData")
+class ImageData(PrefetchingDataLayer):
+    """Caffe's ImageDataLayer: images named by a "path label" list (root_folder prepended), optionally
+    resized to new_height x new_width, in colour (3 channels, BGR) or grey."""
+    num_tops = 2
+
+    def setup(self, bottom_shapes):
+        from ..data.image import read_image
+        from ..data.loaders import ImageListBatchLoader, read_image_list
+        from ..data.rng import layer_rng
+        from ..data.transform import DataTransformer, effective_transform_param
+        p = self.param.image_data_param
+        where = self._where()
+        if (p.new_height == 0) != (p.new_width == 0):
+            self.fail("new_height and new_width must be set at the same time")
+        if p.batch_size < 1:
+            self.fail(f"image_data_param.batch_size must be positive, got {p.batch_size}")
+        tp = effective_transform_param(self.param, p)
+        rng = layer_rng()
+        transformer = DataTransformer(tp, self.phase, rng, where)
+        lines = read_image_list(p.source, where)
+        if p.shuffle:
+            rng.shuffle(lines)
+        start = 0
+        if p.rand_skip:
+            start = int(rng.randint(0, 2 ** 31 - 1)) % p.rand_skip
+            if start >= len(lines):
+                self.fail(f"rand_skip drew {start}, the list has only {len(lines)} images", cls=DataSourceError)
+        first = read_image(p.root_folder + lines[start][0], p.new_height, p.new_width, p.is_color, where)
+        bs = int(p.batch_size)
+        self._top_shapes = [(bs,) + transformer.infer_shape(first.shape), (bs,)]
+        self._start_prefetch(ImageListBatchLoader(lines, p.root_folder, p.new_height, p.new_width, p.is_color,
+                                                  p.shuffle, rng, transformer, bs, start, where))
+
+
+@register("MemoryData")
+class MemoryData(DataLayerBase):
+    """Caffe's MemoryDataLayer fed by ``set_input_arrays(data, labels)`` (pycaffe's Reset path: the arrays are
+    used as they are, without transform_param, exactly as Caffe); batches cycle through the arrays."""
+    num_tops = 2
+
+    def setup(self, bottom_shapes):
+        p = self.param.memory_data_param
+        self.batch_size, self.channels, self.height, self.width = p.batch_size, p.channels, p.height, p.width
+        if min(self.batch_size, self.channels, self.height, self.width) < 1:
+            self.fail("batch_size, channels, height, and width must be specified and positive in "
+                      f"memory_data_param (got {self.batch_size}, {self.channels}, {self.height}, {self.width})")
+        self._top_shapes = [(self.batch_size, self.channels, self.height, self.width), (self.batch_size,)]
+        self._data = self._labels = None
+        self._pos = 0
+
+    def set_input_arrays(self, data, labels):
+        data = np.asarray(data)
+        labels = np.asarray(labels)
+        if labels.ndim == 1:  # pycaffe adds the three singleton axes
+            labels = labels[:, None, None, None]
+        want = (self.channels, self.height, self.width)
+        if data.ndim != 4 or tuple(data.shape[1:]) != want:
+            self.fail(f"set_input_arrays: data must be 4-d (N, {', '.join(map(str, want))}), got {data.shape}",
+                      ShapeMismatchError)
+        if labels.ndim != 4 or tuple(labels.shape[1:]) != (1, 1, 1):
+            self.fail(f"set_input_arrays: labels must be (N,) or (N, 1, 1, 1), got {labels.shape}",
+                      ShapeMismatchError)
+        if labels.shape[0] != data.shape[0]:
+            self.fail(f"set_input_arrays: data has {data.shape[0]} items, labels {labels.shape[0]}",
+                      ShapeMismatchError)
+        if data.shape[0] == 0 or data.shape[0] % self.batch_size:
+            self.fail(f"set_input_arrays: the number of items ({data.shape[0]}) must be a positive multiple of "
+                      f"batch_size {self.batch_size}", ShapeMismatchError)
+        self._data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(self.device, self.dtype)
+        self._labels = torch.from_numpy(np.ascontiguousarray(labels.reshape(-1), dtype=np.float32)).to(
+            self.device, self.dtype)
+        self._pos = 0
+
+    def forward(self, bottoms):
+        if self._data is None:
+            self.fail("needs to be initialized by calling set_input_arrays(data, labels) first",
+                      DataSourceError)
+        s = slice(self._pos, self._pos + self.batch_size)
+        self._pos = (self._pos + self.batch_size) % self._data.shape[0]
+        return [self._data[s].clone(), self._labels[s].clone()]
+
+
+@register("DummyData")
+class DummyData(DataLayerBase):
+    """Caffe's DummyDataLayer: tops filled by data_filler (0: constant 0, 1: for every top, or one per top);
+    constant fillers fill once, the others refill at every forward."""
+    num_tops = (1, None)
+
+    def setup(self, bottom_shapes):
+        from ..proto import caffe_pb2
+        p = self.param.dummy_data_param
+        nt = len(self.param.top)
+        nf = len(p.data_filler)
+        if nf not in (0, 1, nt):
+            self.fail(f"number of data fillers must be 0, 1 or equal to the number of tops ({nt}); got {nf}")
+        legacy = len(p.num) or len(p.channels) or len(p.height) or len(p.width)
+        if legacy:
+            if len(p.shape):
+                self.fail("both shape and legacy fields (num, channels, height, width) were specified")
+            dims = []
+            for field in ("num", "channels", "height", "width"):
+                vals = list(getattr(p, field))
+                if len(vals) not in (1, nt):
+                    self.fail(f"dummy_data_param.{field} must be given once or once per top ({nt}), got {len(vals)}")
+                dims.append(vals)
+            shapes = [tuple(d[i if len(d) > 1 else 0] for d in dims) for i in range(nt)]
+        else:
+            if len(p.shape) not in (1, nt):
+                self.fail(f"dummy_data_param.shape must be given once or once per top ({nt}), got {len(p.shape)}")
+            shapes = [tuple(p.shape[i if len(p.shape) > 1 else 0].dim) for i in range(nt)]
+        if nf == 0:
+            zero = caffe_pb2.FillerParameter()
+            zero.type, zero.value = "constant", 0.0
+            fillers = [zero] * nt
+        else:
+            fillers = [p.data_filler[i if nf > 1 else 0] for i in range(nt)]
+        self._fillers = fillers
+        self._top_shapes = [tuple(int(v) for v in s) for s in shapes]
+        self._refill = [f.type != "constant" for f in fillers]
+        # Caffe fills the constant tops once at set-up (and draws nothing for the others until forward)
+        self._tops = [None if r else self._fill(i) for i, r in enumerate(self._refill)]
+
+    def _fill(self, i):
+        from ..fillers import fill
+        t = torch.empty(self._top_shapes[i], dtype=self.dtype, device=self.device)
+        return fill(t, self._fillers[i])
+
+    def forward(self, bottoms):
+        self._tops = [self._fill(i) if r else t for i, (t, r) in enumerate(zip(self._tops, self._refill))]
+        return list(self._tops)
+
+
+@register("WindowData")
+class WindowData(DataLayerBase):
+    num_tops = 2
+
+    def setup(self, bottom_shapes):
+        raise NotImplementedError(f"layer '{self.name}' (WindowData): the R-CNN window data layer is not "
+                                  f"implemented in caffessl")

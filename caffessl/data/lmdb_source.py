@@ -1,0 +1,122 @@
+"""LMDB databases of Datum records: a cycling reader (Caffe's db::Cursor use in DataLayer) and a writer
+whose map grows as needed (Caffe's db_lmdb.cpp doubles the map size on MDB_MAP_FULL)."""
+from __future__ import annotations
+
+import os
+import threading
+
+from ..errors import DataSourceError
+
+
+_ENVS: dict = {}          # realpath -> [env, number of open readers]  (lmdb opens an env once per process)
+_ENVS_LOCK = threading.Lock()
+
+
+def _open_env(path: str, where: str):
+    import lmdb
+    if not path:
+        raise DataSourceError(f"{where}: data_param.source is empty")
+    if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "data.mdb")):
+        raise DataSourceError(f"{where}: '{path}' is not an LMDB database (no {os.path.join(path, 'data.mdb')})")
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            try:
+                env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=126, subdir=True)
+            except lmdb.Error as e:
+                raise DataSourceError(f"{where}: cannot open LMDB '{path}': {e}") from None
+            entry = _ENVS[key] = [env, 0]
+        entry[1] += 1
+        return entry[0], key
+
+
+def _release_env(key: str):
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _ENVS[key]
+            entry[0].close()
+
+
+class LMDBReader:
+    """Records in key order, wrapping to the first after the last (DataLayer's cursor)."""
+
+    def __init__(self, path: str, where: str):
+        self.path = path
+        self.where = where
+        self.env, self._key = _open_env(path, where)
+        self._closed = False
+        self.txn = self.env.begin(buffers=False)
+        self.cursor = self.txn.cursor()
+        if not self.cursor.first():
+            self.close()
+            raise DataSourceError(f"{where}: LMDB '{path}' holds no records")
+
+    def __len__(self):
+        return self.env.stat()["entries"]
+
+    def current(self) -> tuple[bytes, bytes]:
+        return self.cursor.key(), self.cursor.value()
+
+    def next(self):
+        if not self.cursor.next():
+            self.cursor.first()
+
+    def read(self) -> tuple[bytes, bytes]:
+        kv = self.current()
+        self.next()
+        return kv
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.txn.abort()
+        except Exception:
+            pass
+        _release_env(self._key)
+
+
+class LMDBWriter:
+    """Put key/value pairs in transactions of ``commit_every``; the map size doubles when full."""
+
+    def __init__(self, path: str, map_size: int = 1 << 26, commit_every: int = 1000):
+        import lmdb
+        if os.path.exists(path):
+            raise DataSourceError(f"{path}: already exists (Caffe's converters refuse to overwrite a database)")
+        os.makedirs(path)
+        self.env = lmdb.open(path, map_size=map_size, subdir=True, meminit=False)
+        self.pending: list[tuple[bytes, bytes]] = []
+        self.commit_every = commit_every
+
+    def put(self, key: bytes, value: bytes):
+        self.pending.append((key, value))
+        if len(self.pending) >= self.commit_every:
+            self.commit()
+
+    def commit(self):
+        import lmdb
+        while self.pending:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for k, v in self.pending:
+                        txn.put(k, v)
+                self.pending = []
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def close(self):
+        self.commit()
+        self.env.sync()
+        self.env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
