@@ -19,6 +19,7 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _PP = caffe_pb2.PoolingParameter
 FLT_MIN = torch.finfo(torch.float32).tiny   # Caffe's FLT_MIN (stochastic pooling's TEST sum starts there)
+FLT_MAX = torch.finfo(torch.float32).max    # MAX pooling starts at -FLT_MAX (whatever the Dtype)
 
 
 def spatial_values(param, name: str, n: int, default, layer: Layer):
@@ -160,6 +161,8 @@ class Convolution(_ConvBase):
 
     def on_weights_loaded(self, fmt):
         """Hook for caffessl.conv_modes (builds ``self.engine`` for sparse conv modes)."""
+        from ..conv_modes import make_engine  # Caffe's WeightAlign: build the conv_mode structures once
+        self.engine = make_engine(self)
 
 
 @register("Deconvolution")
@@ -366,7 +369,7 @@ class Pooling(Layer):
         h, w = x.shape[2:]
         oh, ow = self.out_hw
         # pad with -FLT_MAX: a window with no image cell gives -FLT_MAX (and mask -1), as in Caffe
-        xp = self._pad_to_windows(x, torch.finfo(x.dtype).min)
+        xp = self._pad_to_windows(x, -FLT_MAX)
         y, idx = F.max_pool2d(xp, self.kernel, self.stride, 0, return_indices=True)
         y = y[:, :, :oh, :ow]
         if not want_mask:
