@@ -7,8 +7,12 @@ host mirrors; a mirror that was handed out is copied back to the device before t
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
+
+_HOST_GEN = itertools.count(1)  # stamps of ParamBlob.data hand-outs (see conv_modes/engine.py)
 
 
 def _host_view(t: torch.Tensor) -> np.ndarray:
@@ -129,6 +133,8 @@ class ParamBlob:
 
     @property
     def data(self) -> np.ndarray:
+        # numpy writes bypass torch's _version: stamp the tensor so conv_mode engines rebuild lazily
+        self._p._caffessl_host_gen = next(_HOST_GEN)
         return self._data.numpy()
 
     @data.setter

@@ -56,3 +56,7 @@ class TrainingDivergedError(CaffeSSLError):
 
 class ExportError(CaffeSSLError):
     """A layer or value that the export format cannot express."""
+
+
+class SparseTrainingError(CaffeSSLError):
+    """A gradient requested through a sparse conv_mode (Caffe: "Training in sparse format is not supported")."""

@@ -1,0 +1,25 @@
+"""``auto``: pick a kernel per layer from the weights' measured structure.
+
+Rule (constants fitted on bench/conv_modes.py, CPU, 2 threads; see bench/RESULTS.md "## Conv modes"):
+
+* f = remaining-FLOP fraction of CCNMM = sum over groups (kept rows x kept cols) / (rows x cols);
+* d = element density = nonzeros / (rows x cols).
+
+1. CCNMM   if f <= CCNMM_MAX_FRACTION (structured sparsity leaves at most that share of the work);
+2. CSRMM   elif d <= CSR_MAX_DENSITY (>= 90% zeros but without structure to squeeze);
+3. GEMM    otherwise (the dense default, F.conv2d / F.linear).
+"""
+from __future__ import annotations
+
+CCNMM_MAX_FRACTION = 0.6
+CSR_MAX_DENSITY = 0.10
+
+
+def choose(structure) -> str:
+    f = structure.remaining_fraction()
+    d = structure.nnz / structure.numel if structure.numel else 0.0
+    if f <= CCNMM_MAX_FRACTION:
+        return "ccnmm"
+    if d <= CSR_MAX_DENSITY:
+        return "csrmm"
+    return "gemm"

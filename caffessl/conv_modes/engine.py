@@ -1,0 +1,102 @@
+"""The glue between a layer and a conv_mode kernel: build once, rebuild lazily when the weights change,
+and refuse backward through a sparse format as Caffe does.
+
+A *kernel* is built from the weights (``Kernel(geom, w)``) and called as ``kernel(x, w, b)``. The engine
+keeps a cheap fingerprint of the weight tensor -- identity, storage pointer, shape, torch's in-place
+``_version`` counter and the host-access stamp that ``ParamBlob.data`` leaves (numpy writes through
+``net.params[...][0].data`` bypass ``_version``) -- and rebuilds the kernel at the next forward when it moved.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import SparseTrainingError
+
+
+def fingerprint(w: torch.Tensor):
+    return (id(w), w.data_ptr(), tuple(w.shape), w.dtype, w.device, w._version,
+            getattr(w, "_caffessl_host_gen", 0))
+
+
+class _ForwardOnly(torch.autograd.Function):
+    """Runs a sparse kernel; asking for its gradient raises Caffe's 'Training in sparse format' error."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, kernel, where):
+        ctx.where = where
+        return kernel(x, w, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise SparseTrainingError(f"{ctx.where}: Training in sparse format is not supported "
+                                  f"(set conv_mode: LOWERED_GEMM, or --conv-mode=gemm, to train)")
+
+
+class LayerEngine:
+    """Runs ``layer`` through the kernel chosen by ``choose(layer, w) -> kernel class``."""
+
+    def __init__(self, layer, mode_name: str, choose):
+        self.layer = layer
+        self.mode_name = mode_name        # what was asked for: LOWERED_CCNMM, auto...
+        self._choose = choose
+        self.kernel = None
+        self._fp = None
+        self.builds = 0
+
+    # -- building ----------------------------------------------------------------------------------
+    def invalidate(self):
+        self._fp = None
+
+    def ensure_built(self):
+        w = self.layer.params[0]
+        fp = fingerprint(w)
+        if self.kernel is None or fp != self._fp:
+            self.kernel = self._choose(self.layer, w)
+            self._fp = fingerprint(w)       # building only reads: same stamp
+            self.builds += 1
+        return self.kernel
+
+    @property
+    def active_name(self) -> str:
+        """The kernel actually used (for auto: the mode it picked)."""
+        return self.ensure_built().name
+
+    # -- forward -----------------------------------------------------------------------------------
+    def run(self, x, w, b):
+        k = self.ensure_built()
+        needs_graph = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or
+                                                   (b is not None and b.requires_grad))
+        if k.differentiable or not needs_graph:
+            if not k.differentiable:
+                with torch.no_grad():
+                    return k(x, w, b)
+            return k(x, w, b)
+        where = f"layer '{self.layer.name}' ({self.layer.type}, {k.name})"
+        return _ForwardOnly.apply(x, w, b, k, where)
+
+    def forward(self, bottoms):
+        raise NotImplementedError
+
+
+class ConvEngine(LayerEngine):
+    def forward(self, bottoms):
+        layer = self.layer
+        w = layer.params[0]
+        b = layer.params[1] if len(layer.params) > 1 else None
+        tops = []
+        for x in bottoms:
+            lead, x2 = layer._split(x)
+            y = self.run(x2, w, b)
+            tops.append(y.reshape(*lead, *y.shape[1:]))
+        return tops
+
+
+class InnerProductEngine(LayerEngine):
+    def forward(self, bottoms):
+        layer = self.layer
+        x = bottoms[0]
+        lead = x.shape[:layer.axis]
+        w = layer.params[0]
+        b = layer.params[1] if len(layer.params) > 1 else None
+        y = self.run(x.reshape(-1, layer.K), w, b)
+        return [y.reshape(*lead, layer.N)]

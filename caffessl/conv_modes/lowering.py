@@ -1,0 +1,141 @@
+"""The lowered view of a 2-D convolution, shared by every conv_mode engine.
+
+Caffe lowers a convolution to ``Out_g (M x N) = W_g (M x K) . Col_g (K x N)`` per group g, with
+M = num_output/group, K = C/group*kh*kw (rows of ``Col`` ordered (channel, ky, kx)) and N = H_out*W_out.
+This module holds that view once: the geometry, the per-group weight matrix, its zero rows/columns, and
+``gather_columns`` -- an im2col that builds only the lowered rows a sparse engine needs, as one strided
+gather, never materializing the dropped ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    channels: int
+    num_output: int
+    kernel: tuple
+    stride: tuple = (1, 1)
+    pad: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    group: int = 1
+
+    @classmethod
+    def of_layer(cls, layer) -> "ConvGeometry":
+        return cls(layer.channels, layer.num_output, tuple(layer.kernel), tuple(layer.stride),
+                   tuple(layer.pad), tuple(layer.dilation), layer.group)
+
+    @property
+    def M(self) -> int:
+        return self.num_output // self.group
+
+    @property
+    def K(self) -> int:
+        return self.channels // self.group * self.kernel[0] * self.kernel[1]
+
+    def out_hw(self, h, w):
+        return tuple((s + 2 * p - (d * (k - 1) + 1)) // st + 1
+                     for s, p, d, k, st in zip((h, w), self.pad, self.dilation, self.kernel, self.stride))
+
+
+def weight_matrix(w: torch.Tensor, group: int) -> torch.Tensor:
+    """(O, C/g, kh, kw) -> (g, M, K): one M x K matrix per group (a view)."""
+    return w.reshape(group, w.shape[0] // group, -1)
+
+
+@dataclass
+class Structure:
+    """Zero rows (filters) and columns (per group) of the lowered weight matrix."""
+    row_kept: torch.Tensor     # (O,) bool: filter has a nonzero
+    col_kept: torch.Tensor     # (g, K) bool: column has a nonzero within its group
+    nnz: int
+    numel: int
+
+    @property
+    def element_sparsity(self) -> float:
+        return 1.0 - self.nnz / self.numel if self.numel else 0.0
+
+    @property
+    def zero_rows(self) -> int:
+        return int((~self.row_kept).sum())
+
+    @property
+    def zero_cols(self) -> int:
+        return int((~self.col_kept).sum())
+
+    def remaining_fraction(self) -> float:
+        """(kept rows x kept cols) / (rows x cols), summed over groups: the FLOP fraction CCNMM computes."""
+        g, k = self.col_kept.shape
+        rows = self.row_kept.reshape(g, -1).sum(1).to(torch.float64)
+        cols = self.col_kept.sum(1).to(torch.float64)
+        total = self.row_kept.numel() * k
+        return float((rows * cols).sum() / total) if total else 0.0
+
+
+def structure(w: torch.Tensor, group: int) -> Structure:
+    """Caffe's masks: nonzero means exactly != 0 (base_conv_layer WeightAlign)."""
+    nz = weight_matrix(w.detach(), group) != 0            # (g, M, K)
+    return Structure(row_kept=nz.any(2).reshape(-1), col_kept=nz.any(1),
+                     nnz=int(nz.sum()), numel=nz.numel())
+
+
+def kept_column_coords(col_kept: torch.Tensor, geom: ConvGeometry):
+    """Global (channel, ky, kx) of the kept lowered rows, group-major, plus each group's count."""
+    g, K = col_kept.shape
+    kh, kw = geom.kernel
+    cg = geom.channels // geom.group
+    flat = col_kept.reshape(-1).nonzero().squeeze(1)    # index in [0, g*K)
+    grp, k = flat // K, flat % K
+    c = grp * cg + k // (kh * kw)
+    ky = (k // kw) % kh
+    kx = k % kw
+    return (c, ky, kx), col_kept.sum(1).tolist()
+
+
+def _padded(x: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
+    ph, pw = geom.pad
+    x = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
+    return x.contiguous()
+
+
+def patch_view(x: torch.Tensor, geom: ConvGeometry, oh: int, ow: int) -> torch.Tensor:
+    """The im2col of x as a strided view (C, kh, kw, N, oh, ow) of the padded input -- no copy."""
+    xp = _padded(x, geom)
+    n, c, _, _ = xp.shape
+    sn, sc, sh, sw = xp.stride()
+    kh, kw = geom.kernel
+    (dh, dw), (th, tw) = geom.dilation, geom.stride
+    return xp.as_strided((c, kh, kw, n, oh, ow), (sc, dh * sh, dw * sw, sn, th * sh, tw * sw))
+
+
+def gather_columns(x: torch.Tensor, geom: ConvGeometry, coords, oh: int, ow: int) -> torch.Tensor:
+    """Lowered rows ``coords`` = (c, ky, kx) of the whole batch: (len(c), N*oh*ow), image-major columns."""
+    c, ky, kx = coords
+    v = patch_view(x, geom, oh, ow)
+    return v[c, ky, kx].reshape(c.numel(), -1)
+
+
+def full_columns(x: torch.Tensor, geom: ConvGeometry, oh: int, ow: int) -> torch.Tensor:
+    """Dense im2col of the whole batch: (C*kh*kw, N*oh*ow), rows (channel, ky, kx) as in Caffe."""
+    v = patch_view(x, geom, oh, ow)
+    return v.reshape(v.shape[0] * v.shape[1] * v.shape[2], -1)
+
+
+def scatter_rows(y: torch.Tensor, row_idx, num_output: int, n: int, oh: int, ow: int,
+                 bias: torch.Tensor | None) -> torch.Tensor:
+    """(R, N*L) rows of the kept filters -> (N, O, oh, ow); dropped filters output the bias (or 0)."""
+    r = y.shape[0]
+    yv = y.reshape(r, n, oh * ow).transpose(0, 1)        # (N, R, L) view
+    if row_idx is None:                                   # every filter kept, in order
+        out = yv.contiguous()
+    else:
+        out = y.new_zeros((n, num_output, oh * ow))
+        if r:
+            out.index_copy_(1, row_idx, yv)
+    if bias is not None:
+        out += bias.reshape(1, -1, 1)
+    return out.reshape(n, num_output, oh, ow)

@@ -1,0 +1,118 @@
+"""Every conv_mode kernel equals dense torch conv2d / linear (Caffe: every mode must produce LOWERED_GEMM's
+output), for weight patterns from dense to all-zero, with groups, stride, pad and dilation."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from caffessl.conv_modes import (CCNMMConv, CSRMMConv, ConvGeometry, LoweredGemmConv, auto, mkl)
+from caffessl.conv_modes.inner_product import CCNMMIP, CSRMMIP, ip_structure
+from caffessl.conv_modes.lowering import structure
+
+PATTERNS = ["dense", "u50", "u75", "u90", "u95", "rc25", "rc50", "rc75", "zero"]
+GEOMS = {  # channels, num_output, kernel, stride, pad, dilation, group
+    "plain": (6, 8, 3, 1, 1, 1, 1),
+    "group2_stride2": (8, 6, 3, 2, 0, 1, 2),
+    "group2_pad2_dil2": (4, 6, 3, 1, 2, 2, 2),
+    "rect_1x1_group3": (6, 9, 1, 1, 0, 1, 3),
+    "k5_stride3_pad1": (3, 4, 5, 3, 1, 1, 1),
+}
+
+
+def sparsify(w: torch.Tensor, pattern: str, group: int, gen) -> torch.Tensor:
+    """Zero a weight (O, C/g, kh, kw) in place: unstructured fraction, or a fraction of rows and columns."""
+    if pattern == "zero":
+        return w.zero_()
+    if pattern.startswith("u"):
+        frac = int(pattern[1:]) / 100
+        w[torch.rand(w.shape, generator=gen) < frac] = 0
+    elif pattern.startswith("rc"):
+        frac = int(pattern[2:]) / 100
+        wm = w.view(group, w.shape[0] // group, -1)
+        g, m, k = wm.shape
+        rows = torch.randperm(m, generator=gen)[:round(frac * m)]
+        cols = torch.randperm(k, generator=gen)[:round(frac * k)]
+        wm[:, rows, :] = 0
+        wm[:, :, cols] = 0
+    return w
+
+
+def conv_case(geom_name, pattern, seed=0):
+    c, o, k, s, p, d, g = GEOMS[geom_name]
+    gen = torch.Generator().manual_seed(seed)
+    geom = ConvGeometry(c, o, (k, k), (s, s), (p, p), (d, d), g)
+    w = sparsify(torch.randn(o, c // g, k, k, generator=gen), pattern, g, gen)
+    b = torch.randn(o, generator=gen)
+    x = torch.randn(2, c, 9, 11, generator=gen)
+    return geom, w, b, x, F.conv2d(x, w, b, geom.stride, geom.pad, geom.dilation, g)
+
+
+def assert_close(y, ref):
+    assert y.shape == ref.shape
+    tol = 1e-4 * float(ref.abs().max()) + 1e-6
+    assert float((y - ref).abs().max()) <= tol
+
+
+KERNELS = {
+    "ccnmm": lambda geom, w: CCNMMConv(geom, w),
+    "csrmm_mkl": lambda geom, w: CSRMMConv(geom, w, backend="mkl"),
+    "csrmm_torch": lambda geom, w: CSRMMConv(geom, w, backend="torch"),
+    "lowered_gemm": lambda geom, w: LoweredGemmConv(geom, w),
+}
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("geom_name", list(GEOMS))
+def test_conv_kernel_matches_dense_conv2d(kernel, pattern, geom_name):
+    if kernel == "csrmm_mkl" and mkl.load() is None:
+        pytest.skip("libmkl_rt is not loadable here (pip install mkl)")
+    geom, w, b, x, ref = conv_case(geom_name, pattern)
+    k = KERNELS[kernel](geom, w)
+    assert_close(k(x, w, b), ref)
+    assert_close(k(x, w, None), ref - b.view(1, -1, 1, 1))
+
+
+def test_structure_counts_rows_and_columns_per_group():
+    w = torch.ones(4, 3, 2, 2)          # group 2: two 2 x 12 blocks
+    w[1] = 0                            # a zero filter in group 0
+    w[2:, 0, 0, 0] = 0                  # column (c=0, 0, 0) of group 1 only
+    st = structure(w, 2)
+    assert st.zero_rows == 1 and st.zero_cols == 1
+    assert st.row_kept.tolist() == [True, False, True, True]
+    assert st.col_kept[1, 0].item() is False and st.col_kept[0, 0].item() is True
+    # group 0: 1 row x 12 cols, group 1: 2 rows x 11 cols, out of 4 x 12
+    assert st.remaining_fraction() == pytest.approx((12 + 22) / 48)
+
+
+def test_ccnmm_gathers_only_kept_columns():
+    geom, w, b, x, ref = conv_case("group2_stride2", "rc50")
+    k = CCNMMConv(geom, w)
+    assert sum(k.left_cols) == int(structure(w, 2).col_kept.sum()) < geom.group * geom.K
+    assert k.rows == int(structure(w, 2).row_kept.sum())
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("kind", ["ccnmm", "csrmm_mkl", "csrmm_torch"])
+def test_inner_product_kernels_match_linear(kind, pattern, transpose):
+    if kind == "csrmm_mkl" and mkl.load() is None:
+        pytest.skip("libmkl_rt is not loadable here")
+    gen = torch.Generator().manual_seed(1)
+    wm = sparsify(torch.randn(12, 20, 1, 1, generator=gen), pattern, 1, gen).view(12, 20)
+    w = wm.t().contiguous() if transpose else wm
+    b = torch.randn(12, generator=gen)
+    x = torch.randn(5, 20, generator=gen)
+    ref = F.linear(x, wm, b)
+    k = (CCNMMIP(wm, transpose) if kind == "ccnmm"
+         else CSRMMIP(wm, transpose, backend=kind.split("_")[1]))
+    assert_close(k(x, w, b), ref)
+
+
+def test_auto_rule_picks_by_measured_sparsity():
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(32, 16, 3, 3, generator=gen)
+    assert auto.choose(structure(w, 1)) == "gemm"
+    assert auto.choose(structure(sparsify(w.clone(), "rc50", 1, gen), 1)) == "ccnmm"   # f = 0.25
+    assert auto.choose(structure(sparsify(w.clone(), "u95", 1, gen), 1)) == "csrmm"
+    assert auto.choose(structure(sparsify(w.clone(), "u50", 1, gen), 1)) == "gemm"
+    assert auto.choose(ip_structure(torch.zeros(4, 5))) == "ccnmm"
