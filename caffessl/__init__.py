@@ -22,6 +22,9 @@ def __getattr__(name):
     if name in solvers:
         from .solver import solver as _s
         return getattr(_s, name)
+    if name == "Layer":  # pycaffe's caffe.Layer, the base class of Python layers
+        from .layers.python_layer import Layer
+        return Layer
     if name == "Classifier":
         from .classifier import Classifier
         return Classifier
