@@ -1,0 +1,493 @@
+"""The training loop (Caffe's Solver::Solve / Step / TestAll / Snapshot / Restore + SGDSolver::ApplyUpdate)
+and pycaffe's solver classes.
+
+One iteration, exactly as Caffe orders it::
+
+    ClearParamDiffs -> [TestAll] -> iter_size x ForwardBackward -> smoothed loss -> display
+    -> ApplyUpdate: lr, [lr + sparsity lines], ClipGradients, per param {normalize, Regularizer.apply,
+       update rule}, then per param Stabilizer.update (W -= mask*update, Zerout)
+    -> [Total regularization terms] -> iter += 1 -> [snapshot] -> [stop]
+
+Everything is driven by the SolverParameter; the update rules are the functions in ``updates.py``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+from .. import mode
+from ..errors import CaffemodelFormatError, SolverConfigError, TrainingDivergedError
+from ..log import fmt_num, get_logger
+from ..proto import caffe_pb2
+from . import updates
+from .lr_policy import check_policy, learning_rate
+from .snapshot import SolverStateData, read_solverstate, snapshot_filename, write_solverstate, \
+    write_solverstate_hdf5
+
+log = get_logger()
+f32 = np.float32
+
+# what a requested action (SIGINT/SIGHUP in the CLI) asks the loop to do: Caffe's SolverAction
+NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
+
+
+def load_solver_param(solver) -> tuple["caffe_pb2.SolverParameter", str]:
+    """A SolverParameter from a path or a message (upgraded: ``solver_type`` -> ``type``)."""
+    from ..io.upgrade import upgrade_solver_as_needed
+    if isinstance(solver, caffe_pb2.SolverParameter):
+        sp = caffe_pb2.SolverParameter()
+        sp.CopyFrom(solver)
+        return upgrade_solver_as_needed(sp), "<SolverParameter>"
+    from ..io.prototxt import read_solver_prototxt
+    return read_solver_prototxt(solver), os.fspath(solver)
+
+
+def _read_net_file(path, what, source):
+    from ..errors import FileMissingError
+    from ..io.prototxt import read_net_prototxt
+    if not os.path.isfile(path):
+        raise FileMissingError(f"{source}: {what} file '{path}' does not exist (paths in a solver are relative to "
+                               f"the current directory, {os.getcwd()}, as in Caffe)")
+    return read_net_prototxt(path)
+
+
+def train_net_param(sp, source) -> "caffe_pb2.NetParameter":
+    """Solver::InitTrainNet: exactly one of train_net_param, train_net, net_param, net; state merged."""
+    fields = [f for f in ("train_net_param", "train_net", "net_param", "net") if sp.HasField(f)]
+    if not fields:
+        raise SolverConfigError(f"{source}: no train net: set one of net, net_param, train_net, train_net_param")
+    if len(fields) > 1:
+        raise SolverConfigError(f"{source}: more than one train net given ({', '.join(fields)}); set exactly one")
+    f = fields[0]
+    if f.endswith("_param"):
+        from ..io.upgrade import upgrade_net_as_needed
+        net_param = caffe_pb2.NetParameter()
+        net_param.CopyFrom(getattr(sp, f))
+        upgrade_net_as_needed(net_param, f"{source}: {f}")
+    else:
+        net_param = _read_net_file(getattr(sp, f), f, source)
+    state = caffe_pb2.NetState()
+    state.phase = caffe_pb2.TRAIN
+    state.MergeFrom(net_param.state)
+    state.MergeFrom(sp.train_state)
+    net_param.state.CopyFrom(state)
+    return net_param
+
+
+def test_net_params(sp, source) -> list:
+    """Solver::InitTestNets: test_net_param, then test_net files, then instances of the generic net."""
+    from ..io.upgrade import upgrade_net_as_needed
+    generic = [f for f in ("net_param", "net") if sp.HasField(f)]
+    if len(generic) > 1:
+        raise SolverConfigError(f"{source}: both net_param and net are given; set one")
+    n_specific = len(sp.test_net_param) + len(sp.test_net)
+    n_iter = len(sp.test_iter)
+    if generic:
+        if n_iter < n_specific:
+            raise SolverConfigError(f"{source}: test_iter must be given for each test net ({n_specific} test "
+                                    f"nets, {n_iter} test_iter)")
+    elif n_iter != n_specific:
+        raise SolverConfigError(f"{source}: test_iter must be given once per test net: {n_iter} test_iter but "
+                                f"{n_specific} test nets (test_net / test_net_param; the train net is "
+                                f"train_net{'' if sp.HasField('train_net') else '_param'}, which is not tested)")
+    n_total = n_iter if generic else n_specific
+    if len(sp.test_state) and len(sp.test_state) != n_total:
+        raise SolverConfigError(f"{source}: test_state must be unspecified or given once per test net "
+                                f"({n_total}), got {len(sp.test_state)}")
+    if n_total and sp.test_interval <= 0:
+        raise SolverConfigError(f"{source}: test nets need test_interval > 0")
+    params = []
+    for p in sp.test_net_param:
+        q = caffe_pb2.NetParameter()
+        q.CopyFrom(p)
+        params.append(upgrade_net_as_needed(q, f"{source}: test_net_param"))
+    for path in sp.test_net:
+        params.append(_read_net_file(path, "test_net", source))
+    if generic and n_total > n_specific:
+        if sp.HasField("net_param"):
+            base = caffe_pb2.NetParameter()
+            base.CopyFrom(sp.net_param)
+            upgrade_net_as_needed(base, f"{source}: net_param")
+        else:
+            base = _read_net_file(sp.net, "net", source)
+        for _ in range(n_total - n_specific):
+            q = caffe_pb2.NetParameter()
+            q.CopyFrom(base)
+            params.append(q)
+    for i, p in enumerate(params):
+        state = caffe_pb2.NetState()
+        state.phase = caffe_pb2.TEST
+        state.MergeFrom(p.state)
+        if len(sp.test_state):
+            state.MergeFrom(sp.test_state[i])
+        p.state.CopyFrom(state)
+    return params
+
+
+def check_solver_param(sp, solver_type, source) -> None:
+    """What Caffe CHECKs in the solver constructors, refused at set-up with the field named."""
+    if solver_type not in updates.RULES:
+        raise SolverConfigError(f"{source}: unknown solver type '{solver_type}' (known: "
+                                f"{', '.join(updates.RULES)})")
+    check_policy(sp, source)
+    if solver_type in ("AdaGrad", "RMSProp") and sp.momentum != 0:
+        raise SolverConfigError(f"{source}: momentum cannot be used with {solver_type} (momentum: {sp.momentum}); "
+                                f"set momentum: 0")
+    if solver_type == "RMSProp" and not 0 <= sp.rms_decay < 1:
+        raise SolverConfigError(f"{source}: rms_decay should lie in [0, 1), got {sp.rms_decay}")
+    if sp.iter_size < 1:
+        raise SolverConfigError(f"{source}: iter_size must be >= 1, got {sp.iter_size}")
+    if sp.average_loss < 1:
+        raise SolverConfigError(f"{source}: average_loss must be >= 1, got {sp.average_loss}")
+    if sp.snapshot < 0 or sp.display < 0 or sp.test_interval < 0:
+        raise SolverConfigError(f"{source}: snapshot, display and test_interval must be >= 0")
+    if sp.snapshot and not sp.HasField("snapshot_prefix"):
+        raise SolverConfigError(f"{source}: snapshot is {sp.snapshot} but snapshot_prefix is not set")
+    if sp.snapshot_diff:
+        raise NotImplementedError(f"{source}: snapshot_diff: true (writing diffs into snapshots) is not "
+                                  f"supported by caffessl")
+    if sp.debug_info:
+        raise NotImplementedError(f"{source}: debug_info: true (per-blob statistics in the log) is not "
+                                  f"supported by caffessl")
+
+
+class Solver:
+    """Caffe's Solver + SGDSolver. ``type_name`` (a subclass) fixes the rule; the base reads ``param.type``."""
+
+    type_name: str | None = None
+
+    def __init__(self, solver, *, action_fn=None):
+        from ..net import Net
+        from .regularize import Regularizer
+        from .stabilize import Stabilizer
+        sp, source = load_solver_param(solver)
+        self.param = sp
+        self.source = source
+        self.solver_type = self.type_name or sp.type
+        check_solver_param(sp, self.solver_type, source)
+        self._rule, n_hist = updates.RULES[self.solver_type]
+        self._hp = updates.hyper_parameters(self.solver_type, sp)
+        log.info("Initializing solver from parameters: \n%s", _text(sp))
+        if sp.random_seed >= 0:
+            mode.set_random_seed(sp.random_seed)
+        train_param = train_net_param(sp, source)
+        log.info("Creating training net from %s", _net_origin(sp, ("train_net_param", "train_net", "net_param", "net")))
+        self.net = Net(train_param, phase=train_param.state.phase)
+        self.test_nets = []
+        for i, tp in enumerate(test_net_params(sp, source)):
+            log.info("Creating test net (#%d)", i)
+            self.test_nets.append(Net(tp, phase=tp.state.phase))
+        for tn in self.test_nets:
+            tn.share_with(self.net)
+        self.params = list(self.net.learnable_params)
+        # Caffe's diffs exist for every learnable blob (lr_mult 0 too): allocate once, autograd accumulates
+        for info in self.params:
+            if info.tensor.grad is None:
+                info.tensor.grad = torch.zeros_like(info.tensor)
+        self.history = [torch.zeros_like(info.tensor) for _ in range(n_hist) for info in self.params]
+        self.regularizer = Regularizer(self.net, sp)
+        self.stabilizer = Stabilizer(self.net, sp)
+        self.iter = 0
+        self.current_step = 0
+        self.smoothed_loss = 0.0
+        self._losses: list = []
+        self._start_iter = 0
+        self.requested_early_exit = False
+        self.action_fn = action_fn          # () -> "none" | "stop" | "snapshot" (Caffe's GetRequestedAction)
+        self.progress = None                # an object with .update(n) (tqdm), set by the CLI on a terminal
+        self.last_snapshot: tuple | None = None
+        self.last_regularization_term = 0.0
+        log.info("Solver scaffolding done.")
+
+    # -- pycaffe surface ------------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return learning_rate(self.param, self.iter, self.current_step)[0]
+
+    def _requested_action(self) -> str:
+        return self.action_fn() if self.action_fn is not None else NONE
+
+    def solve(self, resume_file=None):
+        sp = self.param
+        log.info("Solving %s", self.net.name)
+        log.info("Learning Rate Policy: %s", sp.lr_policy)
+        self.requested_early_exit = False
+        if resume_file:
+            log.info("Restoring previous solver status from %s", resume_file)
+            self.restore(resume_file)
+        self.step(sp.max_iter - self.iter)
+        if sp.snapshot_after_train and (not sp.snapshot or self.iter % sp.snapshot != 0):
+            self.snapshot()
+        if self.requested_early_exit:
+            log.info("Optimization stopped early.")
+            return
+        if sp.display and self.iter % sp.display == 0:
+            with torch.no_grad():
+                loss = f32(self.net.forward_loss())
+            self._update_smoothed_loss(loss)
+            log.info("Iteration %d, loss = %s", self.iter, fmt_num(self.smoothed_loss))
+        if sp.test_interval and self.iter % sp.test_interval == 0:
+            self.test_all()
+        log.info("Optimization Done.")
+
+    def step(self, iters: int):
+        sp = self.param
+        stop_iter = self.iter + int(iters)
+        self._start_iter = self.iter
+        self._losses = []
+        self.smoothed_loss = f32(0)
+        timer, iterations_last = time.perf_counter(), self.iter
+        iter_size = sp.iter_size
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if sp.test_interval and self.iter % sp.test_interval == 0 and (self.iter > 0 or sp.test_initialization):
+                self.test_all()
+                if self.requested_early_exit:
+                    break
+            display = bool(sp.display) and self.iter % sp.display == 0
+            loss = f32(0)
+            for _ in range(iter_size):
+                loss += f32(self.net.forward_backward())
+            loss /= f32(iter_size)
+            if not math.isfinite(loss):
+                last = self.last_snapshot[1] if self.last_snapshot else "none written in this run"
+                raise TrainingDivergedError(
+                    f"iteration {self.iter}: the training loss is {fmt_num(loss)}: training diverged (lower "
+                    f"base_lr, or clip_gradients); the weights were not updated or saved; last snapshot: {last}")
+            self._update_smoothed_loss(loss)
+            if display:
+                lapse = time.perf_counter() - timer
+                per_s = (self.iter - iterations_last) / (lapse or 1.0)
+                log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, fmt_num(per_s),
+                         fmt_num(lapse), sp.display, fmt_num(self.smoothed_loss))
+                timer, iterations_last = time.perf_counter(), self.iter
+                self._log_outputs(self.net, "Train", None)
+            term = self.apply_update(display)
+            if display:
+                log.info("    Total regularization terms: %s loss+regular. : %s", fmt_num(term),
+                         fmt_num(f32(term) + f32(self.smoothed_loss)))
+            self.iter += 1
+            if self.progress is not None:
+                self.progress.update(1)
+            request = self._requested_action()
+            if (sp.snapshot and self.iter % sp.snapshot == 0) or request == SNAPSHOT:
+                self.snapshot()
+            if request == STOP:
+                self.requested_early_exit = True
+                break
+
+    def _update_smoothed_loss(self, loss):
+        avg = self.param.average_loss
+        if len(self._losses) < avg:
+            self._losses.append(f32(loss))
+            n = len(self._losses)
+            self.smoothed_loss = f32((f32(self.smoothed_loss) * f32(n - 1) + f32(loss)) / f32(n))
+        else:
+            idx = (self.iter - self._start_iter) % avg
+            self.smoothed_loss = f32(self.smoothed_loss + (f32(loss) - self._losses[idx]) / f32(avg))
+            self._losses[idx] = f32(loss)
+
+    def _log_outputs(self, net, kind, scores):
+        """'Train/Test net output #k: name = v (* w = w*v loss)', one line per output element."""
+        k = 0
+        for name in net.outputs:
+            w = net.blob_loss_weights.get(name, 0.0)
+            values = scores[name] if scores is not None else net.blobs[name].data.ravel()
+            for v in np.asarray(values, dtype=np.float32).ravel():
+                extra = f" (* {fmt_num(w)} = {fmt_num(f32(w) * v)} loss)" if w else ""
+                log.info("    %s net output #%d: %s = %s%s", kind, k, name, fmt_num(v), extra)
+                k += 1
+
+    # -- the update (SGDSolver::ApplyUpdate + Net::Update) --------------------------------------------
+    def apply_update(self, display: bool = False) -> float:
+        sp = self.param
+        rate, self.current_step, moved = learning_rate(sp, self.iter, self.current_step)
+        if moved:
+            log.info("MultiStep Status: Iteration %d, step = %d", self.iter, self.current_step)
+        if display:
+            log.info("Iteration %d, lr = %s", self.iter, fmt_num(rate))
+            for line in self.regularizer.sparsity_lines():
+                log.info("%s", line)
+        self.clip_gradients()
+        n = len(self.params)
+        norm = float(f32(1) / f32(sp.iter_size))
+        term = f32(0)
+        updates_ = []
+        hp = self._hp
+        for i, info in enumerate(self.params):
+            diff = info.tensor.grad
+            if sp.iter_size > 1:
+                diff.mul_(norm)
+            term += f32(self.regularizer.apply(info, want_term=display))
+            hist = self.history[i::n]
+            local_rate = float(f32(rate) * f32(info.lr_mult))
+            if self.solver_type == "Adam":
+                u = self._rule(diff, hist, local_rate=local_rate, t=self.iter + 1, **hp)
+            else:
+                u = self._rule(diff, hist, local_rate=local_rate, **hp)
+            updates_.append(u)
+        for info, u in zip(self.params, updates_):
+            self.stabilizer.update(info, u)
+        self.last_regularization_term = float(term)
+        return float(term)
+
+    def clip_gradients(self):
+        clip = self.param.clip_gradients
+        if clip < 0:
+            return
+        grads = [info.tensor.grad for info in self.params]
+        sumsq = torch.stack([(g * g).sum() for g in grads]).sum() if grads else torch.zeros(())
+        l2 = float(torch.sqrt(sumsq))
+        if l2 > clip:
+            scale = float(f32(clip) / f32(l2))
+            log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
+                     fmt_num(l2), fmt_num(clip), fmt_num(scale))
+            for g in grads:
+                g.mul_(scale)
+
+    # -- testing ------------------------------------------------------------------------------------
+    def test_all(self):
+        for i in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            self.test(i)
+
+    def test(self, test_net_id: int = 0):
+        sp = self.param
+        log.info("Iteration %d, Testing net (#%d)", self.iter, test_net_id)
+        net = self.test_nets[test_net_id]
+        net.share_with(self.net)
+        n_iter = sp.test_iter[test_net_id]
+        sums = None
+        loss = f32(0)
+        with torch.no_grad():
+            for _ in range(n_iter):
+                request = self._requested_action()
+                while request != NONE:
+                    if request == SNAPSHOT:
+                        self.snapshot()
+                    elif request == STOP:
+                        self.requested_early_exit = True
+                    request = self._requested_action()
+                if self.requested_early_exit:
+                    break
+                it_loss = net.forward_loss()
+                if sp.test_compute_loss:
+                    loss += f32(it_loss)
+                res = {name: net.blobs[name].data.astype(np.float32).ravel() for name in net.outputs}
+                if sums is None:
+                    sums = {k: v.copy() for k, v in res.items()}
+                else:
+                    for k, v in res.items():
+                        sums[k] += v
+        if self.requested_early_exit:
+            log.info("Test interrupted.")
+            return None
+        if sp.test_compute_loss:
+            log.info("Test loss: %s", fmt_num(loss / f32(n_iter)))
+        means = {k: v / f32(n_iter) for k, v in (sums or {}).items()}
+        self._log_outputs(net, "Test", means)
+        return means
+
+    # -- snapshots ----------------------------------------------------------------------------------
+    def _filename(self, ext):
+        return snapshot_filename(self.param.snapshot_prefix, self.iter, ext)
+
+    def snapshot(self) -> str:
+        """Write the weights and the solver state at the current iteration; return the solverstate path."""
+        hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        if hdf5:
+            model = self._filename(".caffemodel.h5")
+            log.info("Snapshotting to HDF5 file %s", model)
+            self.net.save_hdf5(model)
+        else:
+            model = self._filename(".caffemodel")
+            log.info("Snapshotting to binary proto file %s", model)
+            self.net.save(model)
+        st = SolverStateData(self.iter, model, self.current_step,
+                             [h.detach().cpu().numpy() for h in self.history])
+        if hdf5:
+            path = self._filename(".solverstate.h5")
+            log.info("Snapshotting solver state to HDF5 file %s", path)
+            write_solverstate_hdf5(path, st)
+        else:
+            path = self._filename(".solverstate")
+            log.info("Snapshotting solver state to binary proto file %s", path)
+            write_solverstate(path, st)
+        self.last_snapshot = (model, path)
+        return path
+
+    def restore(self, path):
+        """Weights (from learned_net), iter, current_step and history; not the data position (as Caffe)."""
+        path = os.fspath(path)
+        st = read_solverstate(path)
+        if len(st.history) != len(self.history):
+            raise CaffemodelFormatError(
+                f"{path}: holds {len(st.history)} history blobs, the {self.solver_type} solver of this net needs "
+                f"{len(self.history)} (a solverstate of another solver type or net?)")
+        for i, (h, arr) in enumerate(zip(self.history, st.history)):
+            if arr.size != h.numel():
+                raise CaffemodelFormatError(
+                    f"{path}: history blob {i} has shape {tuple(arr.shape)}, the param "
+                    f"'{self.params[i % len(self.params)].display_name}' has shape {tuple(h.shape)}")
+        if st.learned_net:
+            self.net.copy_from(st.learned_net)
+        self.iter = st.iter
+        self.current_step = st.current_step
+        log.info("SGDSolver: restoring history")
+        with torch.no_grad():
+            for h, arr in zip(self.history, st.history):
+                h.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(h.shape))
+
+
+def _net_origin(sp, fields) -> str:
+    for f in fields:
+        if sp.HasField(f):
+            return f"{f.replace('_', ' ')}." if f.endswith("_param") else f"net file: {getattr(sp, f)}"
+    return "?"
+
+
+def _text(msg) -> str:
+    from ..io.prototxt import to_text
+    return to_text(msg)
+
+
+class SGDSolver(Solver):
+    type_name = "SGD"
+
+
+class NesterovSolver(Solver):
+    type_name = "Nesterov"
+
+
+class AdaGradSolver(Solver):
+    type_name = "AdaGrad"
+
+
+class RMSPropSolver(Solver):
+    type_name = "RMSProp"
+
+
+class AdaDeltaSolver(Solver):
+    type_name = "AdaDelta"
+
+
+class AdamSolver(Solver):
+    type_name = "Adam"
+
+
+SOLVERS = {c.type_name: c for c in (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver, AdaDeltaSolver,
+                                    AdamSolver)}
+
+
+def get_solver(solver, **kwargs) -> Solver:
+    """pycaffe's ``caffe.get_solver(path)``: the solver class named by the file's ``type``."""
+    sp, source = load_solver_param(solver)
+    cls = SOLVERS.get(sp.type)
+    if cls is None:
+        raise SolverConfigError(f"{source}: unknown solver type '{sp.type}' (known: {', '.join(SOLVERS)})")
+    return cls(sp if not isinstance(solver, (str, os.PathLike)) else solver, **kwargs)
