@@ -18,6 +18,7 @@ SPARSE_FILL_MODE_LOWER = 40
 SPARSE_DIAG_NON_UNIT = 50
 SPARSE_INDEX_BASE_ZERO = 0
 SPARSE_LAYOUT_ROW_MAJOR = 101
+MKL_THREADING_GNU = 3
 STATUS = {0: "SUCCESS", 1: "NOT_INITIALIZED", 2: "ALLOC_FAILED", 3: "INVALID_VALUE",
           4: "EXECUTION_FAILED", 5: "INTERNAL_ERROR", 6: "NOT_SUPPORTED"}
 
@@ -67,6 +68,10 @@ def load():
             lib.mkl_sparse_destroy.argtypes = [ctypes.c_void_p]
             lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
             lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+            # share torch's GNU OpenMP runtime instead of starting Intel's (two spinning pools contend)
+            lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
+            lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+            lib.MKL_Set_Threading_Layer(MKL_THREADING_GNU)
         except (OSError, AttributeError):
             continue
         _LIB = lib
