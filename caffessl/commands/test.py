@@ -1,0 +1,75 @@
+"""``caffessl test``: Caffe's ``caffe test`` -- score a model's TEST net over ``--iterations`` batches.
+
+Prints BVLC's lines: ``Batch i, <output> = v`` per batch, ``Loss: L``, then ``<output> = mean`` per output.
+(The SSL fork comments out the per-batch and per-output lines and prints only ``Loss``; the accuracy is what
+a user runs ``test`` for, so caffessl keeps BVLC's output.)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+f32 = np.float32
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="the net prototxt (its TEST phase is scored)")
+    p.add_argument("--weights", required=True, help="comma-separated caffemodels")
+    p.add_argument("--iterations", type=int, default=50, help="number of batches (Caffe's default 50)")
+    p.add_argument("--gpu", help="GPU id to use")
+    p.add_argument("--level", type=int, default=0)
+    p.add_argument("--stage", default="", help="comma-separated net state stages")
+
+
+def score(net, iterations: int, log):
+    """Run ``iterations`` forwards; log and return ({output: mean}, mean loss)."""
+    import torch
+
+    from ..log import fmt_num
+    sums = None
+    loss = f32(0)
+    with torch.no_grad():
+        for i in range(iterations):
+            loss += f32(net.forward_loss())
+            res = [(name, net.blobs[name].data.astype(np.float32).ravel()) for name in net.outputs]
+            for name, v in res:
+                for x in v:
+                    log.info("Batch %d, %s = %s", i, name, fmt_num(x))
+            if sums is None:
+                sums = {name: v.copy() for name, v in res}
+            else:
+                for name, v in res:
+                    sums[name] += v
+    loss /= f32(max(iterations, 1))
+    log.info("Loss: %s", fmt_num(loss))
+    means = {}
+    for name in net.outputs:
+        w = net.blob_loss_weights.get(name, 0.0)
+        for m in (sums or {}).get(name, np.zeros(0, np.float32)) / f32(max(iterations, 1)):
+            extra = f" (* {fmt_num(w)} = {fmt_num(f32(w) * m)} loss)" if w else ""
+            log.info("%s = %s%s", name, fmt_num(m), extra)
+        means[name] = (sums or {}).get(name, np.zeros(0, np.float32)) / f32(max(iterations, 1))
+    return means, float(loss)
+
+
+def run(args):
+    from .. import mode
+    from ..errors import CaffeSSLError
+    from ..log import get_logger, setup_logging
+    from ..net import TEST, Net
+    setup_logging()
+    log = get_logger()
+    if args.iterations <= 0:
+        raise CaffeSSLError(f"--iterations must be positive, got {args.iterations}")
+    if args.gpu is not None:
+        mode.set_device(0 if args.gpu == "all" else int(args.gpu.split(",")[0]))
+        mode.set_mode_gpu()
+        log.info("Use GPU with device ID %s", args.gpu)
+    else:
+        log.info("Use CPU.")
+    stages = [s for s in args.stage.split(",") if s]
+    net = Net(args.model, phase=TEST, level=args.level, stages=stages)
+    for w in args.weights.split(","):
+        net.copy_from(w)
+    log.info("Running for %d iterations.", args.iterations)
+    score(net, args.iterations, log)
+    return 0

@@ -1,0 +1,163 @@
+"""``caffessl train``: Caffe's ``caffe train`` (solver, weights or snapshot, gpu, signal effects, level/stage).
+
+Logs go to stderr in glog format; on an interactive terminal a progress bar shows the iterations.
+``--data=DIR`` (or $CAFFESSL_MNIST): when the solver's nets read MNIST LMDBs that do not exist yet, they are
+converted from the MNIST IDX files in DIR first, into the folder the net's ``source`` names.
+"""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+
+from ..errors import DataSourceError
+
+EFFECTS = ("stop", "snapshot", "none")
+MNIST_HELP = ("download the four MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+              "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) from http://yann.lecun.com/exdb/mnist/ "
+              "into a folder DIR and pass --data=DIR (or set CAFFESSL_MNIST=DIR)")
+
+
+def add_arguments(p):
+    p.add_argument("--solver", required=True, help="the solver.prototxt")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--weights", help="comma-separated caffemodels to fine-tune from")
+    g.add_argument("--snapshot", help="a .solverstate[.h5] to resume from")
+    p.add_argument("--gpu", help="GPU id to use ('all' = 0); default: the solver's solver_mode")
+    p.add_argument("--data", help="folder with the MNIST IDX files, converted to the nets' LMDBs if missing")
+    p.add_argument("--sigint_effect", choices=EFFECTS, default="stop", help="what Ctrl-C does (Caffe: stop)")
+    p.add_argument("--sighup_effect", choices=EFFECTS, default="snapshot", help="what SIGHUP does")
+    p.add_argument("--level", type=int, default=0, help="train net state level")
+    p.add_argument("--stage", default="", help="comma-separated train net state stages")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+class SignalActions:
+    """Caffe's SignalHandler: SIGINT/SIGHUP set a flag; the solver polls it after each iteration."""
+
+    def __init__(self, sigint_effect: str, sighup_effect: str):
+        self.effects = {signal.SIGINT: sigint_effect}
+        if hasattr(signal, "SIGHUP"):
+            self.effects[signal.SIGHUP] = sighup_effect
+        self.pending: list[str] = []
+        self._old = {}
+
+    def _handle(self, signum, _frame):
+        self.pending.append(self.effects[signum])
+
+    def __enter__(self):
+        for s in self.effects:
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def __call__(self) -> str:
+        while self.pending:
+            e = self.pending.pop(0)
+            if e != "none":
+                return e
+        return "none"
+
+
+def _set_mode(gpu, sp):
+    from .. import mode
+    from ..proto import caffe_pb2
+    if gpu is None and sp.HasField("solver_mode") and sp.solver_mode == caffe_pb2.SolverParameter.GPU:
+        gpu = str(sp.device_id)
+    if gpu is None:
+        mode.set_mode_cpu()
+        return
+    ids = [0] if gpu == "all" else [int(x) for x in gpu.split(",")]
+    if len(ids) > 1:
+        raise NotImplementedError(f"--gpu={gpu}: multi-GPU training is not supported; give one device id")
+    mode.set_device(ids[0])
+    mode.set_mode_gpu()
+
+
+def _data_layers(sp, source):
+    """(net label, layer) for every Data layer of the solver's train and test nets."""
+    from ..solver.solver import test_net_params, train_net_param
+    nets = [("train net", train_net_param(sp, source))]
+    nets += [(f"test net #{i}", p) for i, p in enumerate(test_net_params(sp, source))]
+    return [(label, lp) for label, p in nets for lp in p.layer if lp.type == "Data"]
+
+
+def prepare_mnist(sp, source, data_dir):
+    """Convert MNIST IDX -> LMDB for Data layers whose LMDB source is missing; clear error if impossible."""
+    missing = [(label, lp) for label, lp in _data_layers(sp, source)
+               if not os.path.exists(lp.data_param.source)]
+    if not missing:
+        return
+    label, lp = missing[0]
+    src = lp.data_param.source
+    if not data_dir:
+        raise DataSourceError(f"data source '{src}' (layer '{lp.name}' of the {label}) does not exist; to get "
+                              f"MNIST, {MNIST_HELP}")
+    if not os.path.isdir(data_dir):
+        raise DataSourceError(f"--data={data_dir}: no such folder; {MNIST_HELP}")
+    from ..data.mnist import ensure_mnist_lmdb, lmdb_paths
+    out_dirs = sorted({os.path.dirname(lp.data_param.source) or "." for _, lp in missing})
+    for out in out_dirs:
+        expected = set(os.path.normpath(p) for p in lmdb_paths(out).values())
+        wanted = {os.path.normpath(lp.data_param.source) for _, lp in missing
+                  if (os.path.dirname(lp.data_param.source) or ".") == out}
+        if not wanted <= expected:
+            bad = sorted(wanted - expected)[0]
+            raise DataSourceError(f"data source '{bad}' does not exist and is not an MNIST LMDB name that --data "
+                                  f"can create (mnist_train_lmdb / mnist_test_lmdb)")
+        ensure_mnist_lmdb(data_dir, out)
+
+
+def run(args):
+    from ..log import get_logger, setup_logging
+    from ..solver.solver import get_solver, load_solver_param
+    handler = setup_logging()
+    log = get_logger()
+    # set-up logs are held back until the solver stands, so that bad input prints one error line only
+    held = logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 10, target=handler)
+    log.removeHandler(handler)
+    log.addHandler(held)
+    try:
+        sp, source = load_solver_param(args.solver)
+        if args.level or args.stage:
+            sp.train_state.level = args.level
+            sp.train_state.stage.extend(s for s in args.stage.split(",") if s)
+        _set_mode(args.gpu, sp)
+        prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
+        solver = get_solver(sp)
+        solver.source = source
+        if args.snapshot:
+            log.info("Resuming from %s", args.snapshot)
+            solver.restore(args.snapshot)
+        elif args.weights:
+            for w in args.weights.split(","):
+                solver.net.copy_from(w)
+                for tn in solver.test_nets:
+                    tn.copy_from(w)
+    except BaseException:
+        held.buffer.clear()
+        raise
+    finally:
+        log.removeHandler(held)
+        log.addHandler(handler)
+        held.flush()
+    log.info("Starting Optimization")
+    bar = None
+    if sys.stderr.isatty() and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=sp.max_iter, initial=solver.iter, unit="it", dynamic_ncols=True, leave=False)
+        solver.progress = bar
+    try:
+        with SignalActions(args.sigint_effect, args.sighup_effect) as actions:
+            solver.action_fn = actions
+            solver.solve()
+    finally:
+        if bar is not None:
+            bar.close()
+    log.info("Optimization Done.")
+    return 0
