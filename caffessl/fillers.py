@@ -34,6 +34,8 @@ def _variance_n(t, fp):
 def fill(t: torch.Tensor, fp) -> torch.Tensor:
     """Fill ``t`` in place according to the caffe_pb2.FillerParameter ``fp``."""
     kind = fp.type
+    if kind != "gaussian" and fp.sparse != -1:
+        raise LayerConfigError(f"filler '{kind}': sparse ({fp.sparse}) is only supported by the gaussian filler")
     if kind == "constant":
         t.fill_(fp.value)
     elif kind == "uniform":
@@ -44,6 +46,9 @@ def fill(t: torch.Tensor, fp) -> torch.Tensor:
             if t.dim() < 1:
                 raise LayerConfigError("gaussian filler with sparse needs a blob with at least one axis")
             p = fp.sparse / t.shape[0]
+            if p > 1:
+                raise LayerConfigError(f"gaussian filler: sparse {fp.sparse} exceeds the {t.shape[0]} outputs of a "
+                                       f"blob of shape {tuple(t.shape)}")
             t.mul_(torch.bernoulli(torch.full_like(t, p)))
     elif kind == "positive_unitball":
         t.uniform_(0, 1)
