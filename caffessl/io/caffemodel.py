@@ -72,12 +72,27 @@ def _read_hdf5(path):
 
 
 def read_weights(path):
-    """[(layer_name, layer_type or None, [np arrays])] from a binary or HDF5 caffemodel."""
+    """[(layer_name, layer_type or None, [np arrays])] from a binary or HDF5 caffemodel.
+
+    Binary files take the fast path (``wire.read_layer_blobs``: float data are zero-copy views of the file's
+    bytes); anything it does not handle (V0/V1 ``layers``, double_data, unpacked floats) or a malformed file
+    goes through protobuf, which also produces the error messages.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileMissingError(f"{path}: no such file")
     if is_hdf5(path):
         return _read_hdf5(path)
+    from .wire import read_layer_blobs
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        raw = bytearray(size)
+        got = f.readinto(raw)
+    if got == size and size:
+        fast = read_layer_blobs(raw, path)
+        if fast is not None:
+            return fast
+    del raw
     net = read_net_binary(path)
     return [(lp.name, lp.type,
              [blobproto_to_array(b, f"{path}: layer '{lp.name}' blob {i}") for i, b in enumerate(lp.blobs)])
@@ -89,15 +104,32 @@ def weights_format(path) -> str:
 
 
 def write_caffemodel(path, net_param, layer_blobs: dict) -> None:
-    """Write ``net_param`` (its layers) with ``layer_blobs[name] = [arrays]`` as a binary caffemodel."""
-    from .atomic import atomic_write
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(net_param)
-    for lp in out.layer:
-        del lp.blobs[:]
-        for arr in layer_blobs.get(lp.name, []):
-            lp.blobs.add().CopyFrom(array_to_blobproto(arr))
-    atomic_write(path, out.SerializeToString())
+    """Write ``net_param`` (its layers) with ``layer_blobs[name] = [arrays]`` as a binary caffemodel.
+
+    Layers are serialised by protobuf without their blobs; each blob is appended as raw bytes (packed float
+    ``data`` then ``shape``, the order Caffe's serializer uses), so no float goes through Python lists.
+    """
+    from .atomic import atomic_path
+    from .wire import encode_blobproto, encode_field
+    head = caffe_pb2.NetParameter()
+    head.CopyFrom(net_param)
+    head.ClearField("layer")
+    head.ClearField("layers")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(head.SerializeToString())
+            for lp_src in net_param.layer:
+                lp = caffe_pb2.LayerParameter()
+                lp.CopyFrom(lp_src)
+                del lp.blobs[:]
+                blobs = [encode_field(7, encode_blobproto(a)) for a in layer_blobs.get(lp.name, [])]
+                body = lp.SerializeToString()
+                f.write(encode_field(100, None, len(body) + sum(len(b) for b in blobs)))
+                f.write(body)
+                for b in blobs:
+                    f.write(b)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_caffemodel_hdf5(path, layer_names, layer_blobs: dict) -> None:
