@@ -248,3 +248,95 @@ def test_golden_nondivisible_case_is_a_setup_error(monkeypatch):
     net = caffe.Net("net.prototxt", caffe.TRAIN)
     with pytest.raises(SolverConfigError, match=r"layer 'conv1'.*xdimen=4 ydimen=3.*8x18"):
         Regularizer(net, read_solver_prototxt(str(d / "solver.prototxt")))
+
+
+# -- shipped SSL models and solvers -----------------------------------------------------------------------
+
+from tests.golden import REPO  # noqa: E402
+
+SSL_SOLVERS = sorted(p.name for p in (REPO / "solvers").glob("*.prototxt")
+                     if "ssl" in p.name)
+
+
+def input_substituted(net_path, batch=2):
+    """The net with every Data layer replaced by an Input layer of the shape its source would give."""
+    from caffessl.io.prototxt import read_net_prototxt
+    npar = read_net_prototxt(str(net_path))
+    for lp in npar.layer:
+        if lp.type != "Data":
+            continue
+        src, crop = lp.data_param.source, lp.transform_param.crop_size
+        shape = (3, crop, crop) if crop else (1, 28, 28) if "mnist" in src else (3, 32, 32)
+        tops = list(lp.top)
+        include = [type(r)() for r in lp.include]
+        for a, b in zip(include, lp.include):
+            a.CopyFrom(b)
+        lp.Clear()
+        lp.name, lp.type = "data", "Input"
+        lp.top.extend(tops)
+        for r in include:
+            lp.include.add().CopyFrom(r)
+        lp.input_param.shape.add().dim.extend((batch,) + shape)
+        lp.input_param.shape.add().dim.extend((batch,))
+    return npar
+
+
+@pytest.mark.parametrize("solver_name", SSL_SOLVERS)
+def test_shipped_ssl_model_parses_builds_and_sets_up(solver_name):
+    from caffessl.io.prototxt import read_solver_prototxt
+    from caffessl.solver.stabilize import Stabilizer
+    sp = read_solver_prototxt(str(REPO / "solvers" / solver_name))
+    npar = input_substituted(REPO / sp.net)
+    for phase in (caffe.TRAIN, caffe.TEST):
+        net = caffe.Net(npar, phase)
+        assert net.learnable_params
+        if phase == caffe.TRAIN:
+            reg = Regularizer(net, sp)
+            Stabilizer(net, sp)
+            if sp.breadth_decay or sp.kernel_shape_decay or sp.block_group_decay:
+                assert any(p.blocks for p in reg.plans.values()), "an SSL solver with no active group"
+            elif "finetune" in solver_name:
+                assert any(l.param.connectivity_mode for l in net.layers)
+
+
+@pytest.mark.parametrize("solver_name", ["lenet_ssl_solver.prototxt", "mnist_mlp_ssl_solver.prototxt",
+                                         "ssl_block_forms_solver.prototxt"])
+def test_small_ssl_models_train_a_few_iterations(solver_name):
+    from caffessl.io.prototxt import read_solver_prototxt
+    from caffessl.solver.stabilize import Stabilizer
+    from caffessl.solver.updates import sgd
+    sp = read_solver_prototxt(str(REPO / "solvers" / solver_name))
+    net = caffe.Net(input_substituted(REPO / sp.net, batch=4), caffe.TRAIN)
+    rng = np.random.RandomState(0)
+    for name in net.inputs:
+        shape = net.blobs[name].data.shape
+        net.blobs[name].data[...] = rng.randint(0, 4, shape) if name == "label" else rng.rand(*shape)
+    reg, st = Regularizer(net, sp), Stabilizer(net, sp)
+    before = [i.tensor.detach().clone() for i in net.learnable_params]
+    hist = [torch.zeros_like(b) for b in before]
+    for _ in range(3):
+        net.clear_param_diffs()
+        loss = net.forward_backward()
+        assert np.isfinite(loss)
+        term = 0.0
+        for info, h in zip(net.learnable_params, hist):
+            if info.tensor.grad is None:
+                continue
+            term += reg.apply(info)
+            st.update(info, sgd(info.tensor.grad, [h], local_rate=sp.base_lr * info.lr_mult, momentum=sp.momentum))
+        assert term > 0
+    assert any(not torch.equal(b, i.tensor) for b, i in zip(before, net.learnable_params))
+
+
+def test_lenet_finetune_net_freezes_zero_groups_of_ssl_weights(tmp_path):
+    from caffessl.io.prototxt import read_solver_prototxt
+    ssl = caffe.Net(input_substituted(REPO / "models/lenet/lenet_train_test_ssl.prototxt"), caffe.TRAIN)
+    with torch.no_grad():
+        ssl.layer_dict["conv1"].params[0][3:] = 0           # 17 of 20 filters removed
+        ssl.layer_dict["conv2"].params[0].view(50, -1)[:, ::2] = 0
+    ssl.save(str(tmp_path / "ssl.caffemodel"))
+    sp = read_solver_prototxt(str(REPO / "solvers/lenet_ssl_finetune_solver.prototxt"))
+    ft = caffe.Net(input_substituted(REPO / sp.net), caffe.TRAIN, weights=str(tmp_path / "ssl.caffemodel"))
+    m1, m2 = ft.connectivity_masks["conv1"], ft.connectivity_masks["conv2"]
+    assert (m1[3:] == 0).all() and (m1[:3] == 1).all()
+    assert (m2.view(50, -1)[:, ::2] == 0).all() and (m2.view(50, -1)[:, 1::2] == 1).all()
