@@ -1,0 +1,217 @@
+"""conv_mode kernels on AlexNet's conv layers (CPU): dense F.conv2d vs LOWERED_CCNMM vs LOWERED_CSRMM.
+
+Sparsity configs: ``ssl`` = the per-layer row/column sparsity of SSL's AlexNet (Wen et al. 2016, Table 4,
+"SSL" row, top-1 err 44.66%: column sparsity 0.0/63.2/76.9/84.7/80.7 %, row sparsity 9.4/12.9/40.6/46.9/0.0 %
+for conv1..conv5); ``s50``/``s75`` = 50% / 75% of rows and of columns zero in every layer; ``u90``/``u95`` =
+unstructured zeros. Ideal speedup = dense FLOPs / CCNMM's remaining FLOPs. Also: the whole SSL-sparse AlexNet
+deploy net (caffessl.Net) with --conv-mode auto vs dense, and CCNMM's peak memory vs dense (subprocess RSS).
+
+    python bench/conv_modes.py [--threads 2] [--batches 1 32] [--reps 5] [--no-memory] [--no-net]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from caffessl.conv_modes import CCNMMConv, CSRMMConv, ConvGeometry, LoweredGemmConv, auto  # noqa: E402
+from caffessl.conv_modes.lowering import structure  # noqa: E402
+
+# name: (C, H, num_output, kernel, stride, pad, group)   (bvlc_alexnet, 227x227 input)
+ALEXNET = {"conv1": (3, 227, 96, 11, 4, 0, 1), "conv2": (96, 27, 256, 5, 1, 2, 2),
+           "conv3": (256, 13, 384, 3, 1, 1, 1), "conv4": (384, 13, 384, 3, 1, 1, 2),
+           "conv5": (384, 13, 256, 3, 1, 1, 2)}
+SSL_COL = {"conv1": 0.0, "conv2": 0.632, "conv3": 0.769, "conv4": 0.847, "conv5": 0.807}
+SSL_ROW = {"conv1": 0.094, "conv2": 0.129, "conv3": 0.406, "conv4": 0.469, "conv5": 0.0}
+
+
+def geom_of(name):
+    c, h, o, k, s, p, g = ALEXNET[name]
+    return ConvGeometry(c, o, (k, k), (s, s), (p, p), (1, 1), g), h
+
+
+def sparse_weight(name, config, gen):
+    geom, _ = geom_of(name)
+    w = torch.randn(geom.num_output, geom.channels // geom.group, *geom.kernel, generator=gen) * 0.05
+    wm = w.view(geom.group, geom.M, geom.K)
+    if config.startswith("u"):
+        w[torch.rand(w.shape, generator=gen) < int(config[1:]) / 100] = 0
+        return w
+    rs, cs = {"ssl": (SSL_ROW[name], SSL_COL[name]), "s50": (0.5, 0.5), "s75": (0.75, 0.75),
+              "dense": (0, 0)}[config]
+    for gi in range(geom.group):         # rows and columns chosen per group, as SSL's group lasso does
+        wm[gi, torch.randperm(geom.M, generator=gen)[:round(rs * geom.M)]] = 0
+        wm[gi, :, torch.randperm(geom.K, generator=gen)[:round(cs * geom.K)]] = 0
+    return w
+
+
+def timeit(fn, reps):
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts) * 1e3            # best of reps: the machine is shared, min is the least noisy
+
+
+def layer_table(configs, batches, reps):
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    print(f"{'config':6} {'layer':6} {'N':>3} {'dense ms':>9} {'lowGEMM':>8} {'CCNMM':>8} {'CSR-mkl':>8} "
+          f"{'CSR-tch':>8} {'x CCNMM':>8} {'x CSR':>7} {'ideal':>6} {'CC/ideal':>8} {'auto':>6}")
+    for config in configs:
+        for n in batches:
+            for name in ALEXNET:
+                geom, h = geom_of(name)
+                w = sparse_weight(name, config, gen)
+                b = torch.randn(geom.num_output, generator=gen)
+                x = torch.randn(n, geom.channels, h, h, generator=gen)
+                st = structure(w, geom.group)
+                ideal = 1 / max(st.remaining_fraction(), 1e-9)
+                ks = {"lowGEMM": LoweredGemmConv(geom, w), "CCNMM": CCNMMConv(geom, w),
+                      "CSR-mkl": CSRMMConv(geom, w, backend="mkl"), "CSR-tch": CSRMMConv(geom, w, backend="torch")}
+                with torch.no_grad():
+                    t = {"dense": timeit(lambda: F.conv2d(x, w, b, geom.stride, geom.pad, 1, geom.group), reps)}
+                    for k, fn in ks.items():
+                        t[k] = timeit(lambda fn=fn: fn(x, w, b), reps)
+                r = dict(config=config, layer=name, batch=n, ideal=ideal, auto=auto.choose(st),
+                         sparsity=st.element_sparsity, **{f"ms_{k}": v for k, v in t.items()})
+                rows.append(r)
+                csr = min(t["CSR-mkl"], t["CSR-tch"])
+                print(f"{config:6} {name:6} {n:>3} {t['dense']:9.2f} {t['lowGEMM']:8.2f} {t['CCNMM']:8.2f} "
+                      f"{t['CSR-mkl']:8.2f} {t['CSR-tch']:8.2f} {t['dense'] / t['CCNMM']:8.2f} "
+                      f"{t['dense'] / csr:7.2f} {ideal:6.2f} {t['dense'] / t['CCNMM'] / ideal:8.2f} "
+                      f"{r['auto']:>6}", flush=True)
+    return rows
+
+
+ALEXNET_DEPLOY = """name: "AlexNet"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: %d dim: 3 dim: 227 dim: 227 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 96 kernel_size: 11 stride: 4 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "norm1" type: "LRN" bottom: "conv1" top: "norm1" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
+layer { name: "pool1" type: "Pooling" bottom: "norm1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2" convolution_param { num_output: 256 pad: 2 kernel_size: 5 group: 2 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "norm2" type: "LRN" bottom: "conv2" top: "norm2" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
+layer { name: "pool2" type: "Pooling" bottom: "norm2" top: "pool2" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "conv3" type: "Convolution" bottom: "pool2" top: "conv3" convolution_param { num_output: 384 pad: 1 kernel_size: 3 } }
+layer { name: "relu3" type: "ReLU" bottom: "conv3" top: "conv3" }
+layer { name: "conv4" type: "Convolution" bottom: "conv3" top: "conv4" convolution_param { num_output: 384 pad: 1 kernel_size: 3 group: 2 } }
+layer { name: "relu4" type: "ReLU" bottom: "conv4" top: "conv4" }
+layer { name: "conv5" type: "Convolution" bottom: "conv4" top: "conv5" convolution_param { num_output: 256 pad: 1 kernel_size: 3 group: 2 } }
+layer { name: "relu5" type: "ReLU" bottom: "conv5" top: "conv5" }
+layer { name: "pool5" type: "Pooling" bottom: "conv5" top: "pool5" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "fc6" type: "InnerProduct" bottom: "pool5" top: "fc6" inner_product_param { num_output: 4096 weight_filler { type: "gaussian" std: 0.005 } } }
+layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }
+layer { name: "fc7" type: "InnerProduct" bottom: "fc6" top: "fc7" inner_product_param { num_output: 4096 weight_filler { type: "gaussian" std: 0.005 } } }
+layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }
+layer { name: "fc8" type: "InnerProduct" bottom: "fc7" top: "fc8" inner_product_param { num_output: 1000 weight_filler { type: "gaussian" std: 0.01 } } }
+layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }
+"""
+
+
+def whole_net(batches, reps):
+    import tempfile
+
+    import caffessl as caffe
+    from caffessl.conv_modes import active_mode, set_conv_mode
+    print("\nwhole SSL-sparse AlexNet deploy net (conv layers SSL-sparse, fc dense): forward ms")
+    print(f"{'N':>3} {'dense':>9} {'auto':>9} {'speedup':>8}  {'conv-only dense':>15} {'conv-only auto':>14} {'speedup':>8}")
+    out = []
+    for n in batches:
+        path = os.path.join(tempfile.mkdtemp(), "deploy.prototxt")
+        with open(path, "w") as f:
+            f.write(ALEXNET_DEPLOY % n)
+        net = caffe.Net(path, caffe.TEST)
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name in ALEXNET:
+                net.layer_dict[name].params[0].copy_(sparse_weight(name, "ssl", gen))
+            for l in net.layers:
+                for p in l.params:
+                    p.requires_grad_(False)
+        net.blobs["data"].data[...] = torch.randn(n, 3, 227, 227, generator=gen).numpy()
+        res = {}
+        with torch.no_grad():
+            for mode in ("gemm", "auto"):
+                set_conv_mode(net, mode)
+                res[mode] = timeit(net.forward, reps)
+                res[mode + "_conv"] = timeit(lambda: net.forward(end="relu5"), reps)
+                if mode == "auto":
+                    picks = {l.name: active_mode(l) for l in net.layers if l.type in ("Convolution", "InnerProduct")}
+        out.append(dict(batch=n, **res, picks=picks))
+        print(f"{n:>3} {res['gemm']:9.1f} {res['auto']:9.1f} {res['gemm'] / res['auto']:8.2f}  "
+              f"{res['gemm_conv']:15.1f} {res['auto_conv']:14.1f} {res['gemm_conv'] / res['auto_conv']:8.2f}")
+        print("     auto picked:", picks)
+    return out
+
+
+def _peak_child(layer, mode, n):
+    """Child process: peak RSS growth (MiB) of one forward of ``layer`` in ``mode``."""
+    gen = torch.Generator().manual_seed(0)
+    geom, h = geom_of(layer)
+    w = sparse_weight(layer, "ssl", gen)
+    x = torch.randn(n, geom.channels, h, h, generator=gen)
+    k = {"CCNMM": CCNMMConv, "lowGEMM": LoweredGemmConv}.get(mode)
+    fn = (lambda: F.conv2d(x, w, None, geom.stride, geom.pad, 1, geom.group)) if k is None else \
+        (lambda kk=k(geom, w): kk(x, w, None))
+    with torch.no_grad():
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": (peak - base) / 1024}))
+
+
+def memory_table(n, threads):
+    print(f"\npeak memory of one forward, SSL sparsity, batch {n} (RSS growth, MiB, fresh process each)")
+    print(f"{'layer':6} {'dense':>8} {'lowGEMM':>8} {'CCNMM':>8} {'CC<=dense':>9}")
+    out = []
+    for layer in ALEXNET:
+        r = {}
+        for mode in ("dense", "lowGEMM", "CCNMM"):
+            cp = subprocess.run([sys.executable, __file__, "--peak-child", layer, mode, str(n),
+                                 "--threads", str(threads)], capture_output=True, text=True, check=True)
+            r[mode] = json.loads(cp.stdout.strip().splitlines()[-1])["peak_mib"]
+        out.append(dict(layer=layer, **r))
+        print(f"{layer:6} {r['dense']:8.1f} {r['lowGEMM']:8.1f} {r['CCNMM']:8.1f} {str(r['CCNMM'] <= r['dense']):>9}")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    ap.add_argument("--configs", nargs="+", default=["ssl", "s50", "s75", "u90", "u95"])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-net", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--peak-child", nargs=3)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.peak_child:
+        return _peak_child(a.peak_child[0], a.peak_child[1], int(a.peak_child[2]))
+    print(f"torch {torch.__version__}, {a.threads} threads, best of {a.reps}; x = dense F.conv2d ms / mode ms")
+    res = {"layers": layer_table(a.configs, a.batches, a.reps)}
+    if not a.no_net:
+        res["net"] = whole_net(a.batches, a.reps)
+    if not a.no_memory:
+        res["memory"] = memory_table(max(a.batches), a.threads)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

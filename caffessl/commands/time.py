@@ -1,0 +1,107 @@
+"""``caffessl time``: per-layer forward (and backward) times like ``caffe time``, plus each Convolution /
+InnerProduct layer's dense vs effective FLOPs, weight sparsity, zero rows/columns and the conv_mode used."""
+from __future__ import annotations
+
+import math
+import time
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="net prototxt (deploy or train_val)")
+    p.add_argument("--weights", default=None, help="caffemodel(s), comma-separated; default: filler weights")
+    p.add_argument("--iterations", type=int, default=50, help="timed iterations (default 50, as caffe)")
+    p.add_argument("--conv-mode", default=None,
+                   help="override conv_mode on every Convolution/InnerProduct: gemm|csrmm|ccnmm|auto")
+    p.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"],
+                   help="net phase (caffe time uses TRAIN)")
+    p.add_argument("--gpu", default=None, help="device id to run on (CUDA)")
+
+
+def _ms(t0):
+    return (time.perf_counter() - t0) * 1e3
+
+
+def layer_flops(layer, blobs):
+    """(dense FLOPs, effective FLOPs, sparsity, zero rows, zero cols) for conv / IP layers, else None."""
+    from ..conv_modes import active_mode
+    from ..conv_modes.inner_product import ip_matrix, ip_structure
+    from ..conv_modes.lowering import structure
+    if layer.type not in ("Convolution", "InnerProduct") or not layer.params:
+        return None
+    w = layer.params[0]
+    top = blobs[layer.param.top[0]]
+    if layer.type == "Convolution":
+        st = structure(w, layer.group)
+        dense = 2 * top.count * (w[0].numel())
+    else:
+        st = ip_structure(ip_matrix(w, layer.transpose))
+        dense = 2 * top.count * layer.K
+    mode = active_mode(layer)
+    frac = {"LOWERED_CCNMM": st.remaining_fraction(),
+            "LOWERED_CSRMM": st.nnz / st.numel if st.numel else 0.0}.get(mode, 1.0)
+    return dense, dense * frac, st.element_sparsity, st.zero_rows, st.zero_cols, mode
+
+
+def run(args):
+    import torch
+
+    import caffessl as caffe
+    from ..conv_modes import active_mode, set_conv_mode
+    if args.gpu is not None:
+        caffe.set_mode_gpu()
+        caffe.set_device(int(args.gpu))
+    phase = caffe.TRAIN if args.phase == "TRAIN" else caffe.TEST
+    net = caffe.Net(args.model, phase, weights=args.weights)
+    if args.conv_mode:
+        set_conv_mode(net, args.conv_mode)
+    sparse = any(active_mode(l) != "LOWERED_GEMM" for l in net.layers
+                 if l.type in ("Convolution", "InnerProduct"))
+    has_loss = bool(net._loss_tops) or net.force_backward
+    do_backward = has_loss and not sparse
+    names = [l.name for l in net.layers]
+    n = args.iterations
+    print("*** Benchmark begins ***")
+    print(f"Testing for {n} iterations.")
+    if not do_backward:
+        why = "a sparse conv_mode is in use" if sparse else "the net has no loss and no force_backward"
+        print(f"Backward is skipped: {why}.")
+    fwd = {k: 0.0 for k in names}
+    total_f = total_b = 0.0
+    t_all = time.perf_counter()
+    for it in range(1, n + 1):
+        t_iter = time.perf_counter()
+        with torch.set_grad_enabled(do_backward):
+            t_f = time.perf_counter()
+            for name in names:                      # layer by layer, as Caffe's per-layer timer
+                t0 = time.perf_counter()
+                net.forward(start=name, end=name)
+                fwd[name] += _ms(t0)
+            total_f += _ms(t_f)
+            if do_backward:
+                net.forward()                       # a recorded pass for autograd
+                t_b = time.perf_counter()
+                net.backward()
+                total_b += _ms(t_b)
+        print(f"Iteration: {it} forward-backward time: {_ms(t_iter):.3f} ms.")
+    print("Average time per layer: ")
+    for name in names:
+        print(f"{name:>10}\tforward: {fwd[name] / n:.5f} ms.")
+    print(f"Average Forward pass: {total_f / n:.5f} ms.")
+    if do_backward:
+        print(f"Average Backward pass: {total_b / n:.5f} ms.")
+        print(f"Average Forward-Backward: {(total_f + total_b) / n:.5f} ms.")
+    print(f"Total Time: {_ms(t_all):.3f} ms.")
+    print("*** Benchmark ends ***")
+    rows = [(l.name, layer_flops(l, net.blobs)) for l in net.layers]
+    rows = [(nm, r) for nm, r in rows if r is not None]
+    if rows:
+        print(f"\n{'layer':>12} {'mode':>14} {'MFLOPs dense':>13} {'effective':>10} {'ratio':>6} "
+              f"{'sparsity':>8} {'zero rows':>9} {'zero cols':>9}")
+        td = te = 0.0
+        for nm, (d, e, sp, zr, zc, mode) in rows:
+            td += d
+            te += e
+            print(f"{nm:>12} {mode:>14} {d / 1e6:13.2f} {e / 1e6:10.2f} {d / e if e else math.inf:6.2f} "
+                  f"{sp:8.1%} {zr:9d} {zc:9d}")
+        print(f"{'total':>12} {'':>14} {td / 1e6:13.2f} {te / 1e6:10.2f} {td / te if te else math.inf:6.2f}")
+    return 0
