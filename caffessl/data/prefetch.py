@@ -46,6 +46,7 @@ class Prefetcher:
     def __init__(self, load_batch, depth: int, name: str = "prefetch", owner=None):
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
         self._stop = threading.Event()
+        self._failure = None
         self.thread = threading.Thread(target=_run, args=(load_batch, self.queue, self._stop),
                                        name=f"caffessl-{name}", daemon=True)
         self.thread.start()
@@ -53,10 +54,13 @@ class Prefetcher:
             self._finalizer = weakref.finalize(owner, Prefetcher._shutdown, self._stop, self.queue, self.thread)
 
     def get(self):
+        if self._failure is not None:  # the loader failed before: the same error at every forward
+            raise self._failure.exc
         if self._stop.is_set():
             raise RuntimeError("the prefetch thread was stopped")
         item = self.queue.get()
         if isinstance(item, _Failure):
+            self._failure = item
             self._stop.set()
             raise item.exc
         return item
