@@ -39,6 +39,12 @@ def normalizer(mode, outer, inner, valid_count):
 
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
+    """-log(max(softmax(x)[label], FLT_MIN)) summed over the non-ignored positions, divided by the normalizer.
+
+    A second top holds the softmax probabilities (loss weight 0 unless the prototxt says otherwise). The
+    SSL fork's Caffe aborts on a 2-top SoftmaxWithLoss (its internal Softmax inherits the loss_weight list;
+    golden case softmaxloss_2d_with_prob_top); we support it, with the loss equal to the one-top layer's.
+    """
     num_bottoms = 2
     num_tops = (1, 2)
     is_loss = True
