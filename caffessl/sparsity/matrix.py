@@ -56,8 +56,15 @@ def check_block(shape, ydimen: int, xdimen: int) -> str | None:
 
 def tile_sumsq(mat: torch.Tensor, ydimen: int, xdimen: int) -> torch.Tensor:
     """Sum of squares of every tile, shaped (R/ydimen, 1, C/xdimen, 1) so it broadcasts over ``tiles``."""
-    t = tiles(mat, ydimen, xdimen)
-    return (t * t).sum(dim=(1, 3), keepdim=True)
+    r, c = mat.shape
+    sq = mat * mat
+    if ydimen == 1:       # rows, per-2-D-kernel...: a contiguous inner reduction (a GEMV is faster)
+        s = sq.reshape(-1, xdimen).mv(sq.new_ones(xdimen))
+    elif xdimen == 1:     # columns (per conv group): reduce over the rows of each tile
+        s = sq.reshape(r // ydimen, ydimen, c).sum(dim=1)
+    else:
+        s = sq.reshape(r // ydimen, ydimen, c // xdimen, xdimen).sum(dim=3).sum(dim=1)
+    return s.reshape(r // ydimen, 1, c // xdimen, 1)
 
 
 def tile_nonzero(mat: torch.Tensor, ydimen: int, xdimen: int) -> torch.Tensor:
@@ -72,7 +79,7 @@ def group_lasso_step(mat: torch.Tensor, ydimen: int, xdimen: int):
     This is the subgradient of sum_tiles ||tile||_2 that the fork adds (``vsDivCheckZero``: a tile whose
     sum of squares is exactly 0 contributes 0; there is no epsilon)."""
     norms = tile_sumsq(mat, ydimen, xdimen).sqrt_()
-    safe = torch.where(norms > 0, norms, torch.ones((), dtype=norms.dtype, device=norms.device))
+    safe = norms.masked_fill(norms == 0, 1)
     q = tiles(mat, ydimen, xdimen) / safe   # an all-zero tile is 0 / 1 = 0
     return q.reshape(mat.shape), norms
 
