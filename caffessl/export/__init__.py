@@ -1,0 +1,1 @@
+"""Exporting nets to other formats: ``caffessl.export.onnx.export(net, path)``."""
