@@ -453,7 +453,7 @@ class Net:
                         f"{path}: cannot copy param {j} weights from layer '{layer.name}'; shape mismatch. "
                         f"Source param shape is {tuple(arr.shape)}; target param shape is {target}")
             with torch.no_grad():
-                p.copy_(torch.from_numpy(np.ascontiguousarray(arr)).to(p.dtype))
+                p.copy_(torch.as_tensor(arr).reshape(target).to(p.dtype))
 
     def layer_arrays(self):
         return OrderedDict((l.name, [p.detach().cpu().numpy() for p in l.params]) for l in self.layers)

@@ -15,8 +15,7 @@ def blob_shape(bp) -> tuple:
         return tuple(int(d) for d in bp.shape.dim)
     if bp.HasField("num") or bp.HasField("channels") or bp.HasField("height") or bp.HasField("width"):
         return (bp.num, bp.channels, bp.height, bp.width)
-    n = len(bp.data) or len(bp.double_data)
-    return (n,) if n else ()
+    return ()  # Blob::ToProto writes no shape for a 0-axis blob (count 1)
 
 
 def blobproto_to_array(bp, where: str = "blob") -> np.ndarray:

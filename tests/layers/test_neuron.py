@@ -16,17 +16,7 @@ NEURON_TYPES = ("ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Power", "E
 GOLDEN_CASES = [c for c in case_names(types=NEURON_TYPES) if c != "dropout_train_stat"]
 
 
-def _golden_param(name):
-    if name == "prelu_shared":
-        # Caffe's shared PReLU slope is a 0-axis blob, written without a shape field (Blob::ToProto clears
-        # it); caffessl.io.blobproto.blob_shape reads a shape-less one-value blob as (1,) instead of ().
-        return pytest.param(name, marks=pytest.mark.xfail(
-            strict=True, raises=caffe.errors.WeightsError,
-            reason="io.blobproto.blob_shape reads Caffe's shape-less 0-axis blob as (1,) (not this module)"))
-    return name
-
-
-@pytest.mark.parametrize("name", [_golden_param(n) for n in GOLDEN_CASES])
+@pytest.mark.parametrize("name", GOLDEN_CASES)
 def test_golden_neuron(name):
     run_layer_case(name)
 
