@@ -395,7 +395,8 @@ class Pooling(Layer):
         """Caffe's GPU kernels (its CPU code aborts with "Not Implemented Yet"). Windows start at i*stride
         and ignore pad (pad only changes the output size). TEST: sum(x^2) / (FLT_MIN + sum(x)), or 0 when
         that sum is not positive. TRAIN: pick the first cell whose running sum reaches u * sum(x), u ~ U(0,1)
-        from torch's generator; its value is the output and it alone receives the gradient."""
+        from torch's generator; its value is the output and it alone receives the gradient. (Caffe's TEST
+        backward reuses stale TRAIN sample indices; we differentiate the TEST formula instead.)"""
         oh, ow = self.out_hw
         xp = self._pad_to_windows(x, 0.0, left=False)
         k = self.kernel[0] * self.kernel[1]
