@@ -46,9 +46,10 @@ class InnerProduct(Layer):
         x2 = x.reshape(-1, self.K)
         w = self.params[0]
         b = self.params[1] if len(self.params) > 1 else None
-        y = x2 @ w if self.transpose else F.linear(x2, w)
-        if b is not None:
-            y = y + b
+        if self.transpose:
+            y = x2 @ w if b is None else torch.addmm(b, x2, w)
+        else:
+            y = F.linear(x2, w, b)
         return [y.reshape(*lead, self.N)]
 
 
