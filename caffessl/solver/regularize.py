@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import FileMissingError, ShapeMismatchError, SolverConfigError
-from ..sparsity.matrix import check_block, group_lasso_step, matrix_shape
+from ..sparsity.matrix import add_group_lasso_, check_block, group_lasso_step, matrix_shape
 
 log = logging.getLogger("caffessl")
 
@@ -156,11 +156,12 @@ class Regularizer:
                 r, c = matrix_shape(plan.shape)
                 m = w.reshape(r, c)
                 gm = grad.view(r, c) if grad.is_contiguous() else None
+                sq = m * m if len(plan.blocks) > 1 else None     # shared by the tilings of this param
                 for lam, yd, xd, _what in plan.blocks:
-                    q, norms = group_lasso_step(m, yd, xd)
                     if gm is not None:
-                        gm.add_(q, alpha=lam)
+                        norms = add_group_lasso_(gm, m, yd, xd, lam, sq)
                     else:
+                        q, norms = group_lasso_step(m, yd, xd)
                         grad.add_(q.reshape(grad.shape), alpha=lam)
                     if want_term:
                         term += norms.sum() * lam

@@ -54,10 +54,12 @@ def check_block(shape, ydimen: int, xdimen: int) -> str | None:
     return None
 
 
-def tile_sumsq(mat: torch.Tensor, ydimen: int, xdimen: int) -> torch.Tensor:
-    """Sum of squares of every tile, shaped (R/ydimen, 1, C/xdimen, 1) so it broadcasts over ``tiles``."""
+def tile_sumsq(mat: torch.Tensor, ydimen: int, xdimen: int, sq: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of squares of every tile, shaped (R/ydimen, 1, C/xdimen, 1) so it broadcasts over ``tiles``.
+    ``sq`` may pass ``mat * mat`` precomputed (shared by several tilings of one param)."""
     r, c = mat.shape
-    sq = mat * mat
+    if sq is None:
+        sq = mat * mat
     if ydimen == 1:       # rows, per-2-D-kernel...: a contiguous inner reduction (a GEMV is faster)
         s = sq.reshape(-1, xdimen).mv(sq.new_ones(xdimen))
     elif xdimen == 1:     # columns (per conv group): reduce over the rows of each tile
@@ -70,6 +72,15 @@ def tile_sumsq(mat: torch.Tensor, ydimen: int, xdimen: int) -> torch.Tensor:
 def tile_nonzero(mat: torch.Tensor, ydimen: int, xdimen: int) -> torch.Tensor:
     """Boolean (R/ydimen, C/xdimen): the tile holds at least one exact nonzero."""
     return (tiles(mat, ydimen, xdimen) != 0).any(dim=3).any(dim=1)
+
+
+def add_group_lasso_(grad: torch.Tensor, mat: torch.Tensor, ydimen: int, xdimen: int, lam: float,
+                     sq: torch.Tensor | None = None) -> torch.Tensor:
+    """grad (R x C, in place) += lam * w / ||tile|| (0 for an all-zero tile); returns the tile norms."""
+    norms = tile_sumsq(mat, ydimen, xdimen, sq).sqrt_()
+    safe = norms.masked_fill(norms == 0, 1)   # an all-zero tile is 0 / 1 = 0
+    tiles(grad, ydimen, xdimen).addcdiv_(tiles(mat, ydimen, xdimen), safe, value=lam)
+    return norms
 
 
 def group_lasso_step(mat: torch.Tensor, ydimen: int, xdimen: int):
