@@ -24,7 +24,7 @@ def blobproto_to_array(bp, where: str = "blob") -> np.ndarray:
         arr = np.asarray(bp.double_data, dtype=np.float64).astype(np.float32)
     else:
         arr = np.asarray(bp.data, dtype=np.float32)
-    count = int(np.prod(shape)) if shape else arr.size
+    count = int(np.prod(shape))  # 1 for a 0-axis blob
     if arr.size != count:
         raise CaffemodelFormatError(f"{where}: holds {arr.size} values but its shape {shape} needs {count}")
     return arr.reshape(shape)

@@ -109,7 +109,7 @@ def _blob(buf, pos, end, where):
         shape = tuple(1 if v is None else v for v in legacy)  # the schema's defaults are 1
     else:
         shape = ()  # Caffe writes a 0-axis blob (e.g. a shared PReLU slope) with no shape at all
-    count = int(np.prod(shape)) if shape else data.size
+    count = int(np.prod(shape))  # 1 for a 0-axis blob
     if count != data.size or any(d < 0 for d in shape):
         raise _Unhandled   # protobuf path reports it with the blob's place
     return data.reshape(shape)

@@ -128,3 +128,19 @@ def test_missing_files(tmp_path):
         caffe.Net(str(LENET), str(tmp_path / "nope.caffemodel"), caffe.TEST)
     with pytest.raises(FileMissingError, match="nope.prototxt"):
         caffe.Net(str(tmp_path / "nope.prototxt"), caffe.TEST)
+
+
+def test_shapeless_blobs(tmp_path):
+    # Caffe writes a 0-axis blob (a shared PReLU slope) with no shape: one value
+    net = caffe_pb2.NetParameter()
+    net.layer.add(name="p", type="PReLU").blobs.add().data.append(0.25)
+    bad = net.layer.add(name="q", type="PReLU").blobs.add()
+    bad.data.extend([1.0, 2.0])
+    p = tmp_path / "s.caffemodel"
+    p.write_bytes(net.SerializeToString())
+    with pytest.raises(CaffemodelFormatError, match="layer 'q'.*2 values.*needs 1"):
+        read_weights(p)
+    del net.layer[1]
+    p.write_bytes(net.SerializeToString())
+    (_, _, (a,)), = read_weights(p)
+    assert a.shape == () and float(a) == 0.25
