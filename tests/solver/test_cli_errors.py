@@ -84,3 +84,9 @@ def test_weights_and_snapshot_are_exclusive(cli, case):
     (case / "s.prototxt").write_text('net: "net.prototxt"\n' + BASE)
     rc, _out, err = cli(["train", "--solver=s.prototxt", "--weights=a", "--snapshot=b"], case)
     assert rc != 0 and "not allowed with" in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")
+def test_gpu_mode_without_cuda(cli, case):
+    _one_line_error(cli, case, 'net: "net.prototxt"\n' + BASE.replace("solver_mode: CPU", "solver_mode: GPU"),
+                    match="no CUDA device")
