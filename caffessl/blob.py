@@ -48,15 +48,24 @@ class Blob:
         self.name = name
         self.dtype = dtype
         self.device = device if device is not None else torch.device("cpu")
-        self._data = _Mirror(torch.zeros(tuple(shape), dtype=dtype, device=self.device))
-        self._diff = _Mirror(torch.zeros(tuple(shape), dtype=dtype, device=self.device))
         self._shape = tuple(int(s) for s in shape)
+        self._data = None  # allocated on first use: building a big net allocates nothing per blob
+        self._diff = None
+
+    def _zeros(self):
+        return _Mirror(torch.zeros(self._shape, dtype=self.dtype, device=self.device))
 
     # -- tensors (library side) -----------------------------------------------------------------
     @property
     def tensor(self) -> torch.Tensor:
+        if self._data is None:
+            self._data = self._zeros()
         self._data.sync_to_device()
         return self._data.t
+
+    def sync_to_device(self):
+        if self._data is not None:
+            self._data.sync_to_device()
 
     def set_tensor(self, t: torch.Tensor):
         self._data = _Mirror(t)
@@ -64,9 +73,9 @@ class Blob:
 
     @property
     def diff_tensor(self) -> torch.Tensor:
+        if self._diff is None or tuple(self._diff.t.shape) != self._shape:
+            self._diff = self._zeros()
         self._diff.sync_to_device()
-        if tuple(self._diff.t.shape) != self._shape:
-            self._diff = _Mirror(torch.zeros(self._shape, dtype=self.dtype, device=self.device))
         return self._diff.t
 
     def set_diff_tensor(self, t: torch.Tensor):
@@ -75,6 +84,7 @@ class Blob:
     # -- pycaffe surface ------------------------------------------------------------------------
     @property
     def data(self) -> np.ndarray:
+        self.tensor  # noqa: B018  (allocates on first use)
         return self._data.numpy()
 
     @data.setter
@@ -111,8 +121,9 @@ class Blob:
             shape = shape[0]
         shape = tuple(int(s) for s in shape)
         if shape != self._shape:
-            self.set_tensor(torch.zeros(shape, dtype=self.dtype, device=self.device))
-            self._diff = _Mirror(torch.zeros(shape, dtype=self.dtype, device=self.device))
+            self._shape = shape
+            self._data = None
+            self._diff = None
 
     def __repr__(self):
         return f"<Blob '{self.name}' {self._shape}>"

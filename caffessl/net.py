@@ -316,7 +316,7 @@ class Net:
     def _forward_range(self, i0, i1, record=False):
         """Run layers i0..i1. Returns the weighted loss (a tensor)."""
         for b in self.blobs.values():
-            b._data.sync_to_device()
+            b.sync_to_device()
         cur = {}
         if record:
             self._last = {"first": {}, "range": (i0, i1)}
