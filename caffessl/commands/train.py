@@ -129,8 +129,7 @@ def run(args):
             sp.train_state.stage.extend(s for s in args.stage.split(",") if s)
         _set_mode(args.gpu, sp)
         prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
-        solver = get_solver(sp)
-        solver.source = source
+        solver = get_solver(sp, source)
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)

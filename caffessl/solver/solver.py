@@ -35,13 +35,15 @@ f32 = np.float32
 NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
 
 
-def load_solver_param(solver) -> tuple["caffe_pb2.SolverParameter", str]:
-    """A SolverParameter from a path or a message (upgraded: ``solver_type`` -> ``type``)."""
+def load_solver_param(solver, source=None) -> tuple["caffe_pb2.SolverParameter", str]:
+    """A SolverParameter from a path or a message (upgraded: ``solver_type`` -> ``type``); ``source`` names a
+    message in error messages (e.g. the file it was read from)."""
     from ..io.upgrade import upgrade_solver_as_needed
     if isinstance(solver, caffe_pb2.SolverParameter):
         sp = caffe_pb2.SolverParameter()
         sp.CopyFrom(solver)
-        return upgrade_solver_as_needed(sp), "<SolverParameter>"
+        source = source or "<SolverParameter>"
+        return upgrade_solver_as_needed(sp, source), source
     from ..io.prototxt import read_solver_prototxt
     return read_solver_prototxt(solver), os.fspath(solver)
 
@@ -160,11 +162,11 @@ class Solver:
 
     type_name: str | None = None
 
-    def __init__(self, solver, *, action_fn=None):
+    def __init__(self, solver, *, action_fn=None, source=None):
         from ..net import Net
         from .regularize import Regularizer
         from .stabilize import Stabilizer
-        sp, source = load_solver_param(solver)
+        sp, source = load_solver_param(solver, source)
         self.param = sp
         self.source = source
         self.solver_type = self.type_name or sp.type
@@ -204,10 +206,6 @@ class Solver:
         log.info("Solver scaffolding done.")
 
     # -- pycaffe surface ------------------------------------------------------------------------------
-    @property
-    def lr(self) -> float:
-        return learning_rate(self.param, self.iter, self.current_step)[0]
-
     def _requested_action(self) -> str:
         return self.action_fn() if self.action_fn is not None else NONE
 
@@ -484,10 +482,10 @@ SOLVERS = {c.type_name: c for c in (SGDSolver, NesterovSolver, AdaGradSolver, RM
                                     AdamSolver)}
 
 
-def get_solver(solver, **kwargs) -> Solver:
+def get_solver(solver, source=None, **kwargs) -> Solver:
     """pycaffe's ``caffe.get_solver(path)``: the solver class named by the file's ``type``."""
-    sp, source = load_solver_param(solver)
+    sp, source = load_solver_param(solver, source)
     cls = SOLVERS.get(sp.type)
     if cls is None:
         raise SolverConfigError(f"{source}: unknown solver type '{sp.type}' (known: {', '.join(SOLVERS)})")
-    return cls(sp if not isinstance(solver, (str, os.PathLike)) else solver, **kwargs)
+    return cls(sp, source=source, **kwargs)
