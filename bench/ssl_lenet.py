@@ -56,6 +56,10 @@ def test_error(solver):
     return 100.0 * (1.0 - float(np.mean(acc))), net
 
 
+def net_flops_after_forward(solver):
+    return net_flops(solver.net)   # the train net's blob shapes are set by its last forward
+
+
 def zero_groups(net):
     out = {}
     for name in ("conv1", "conv2", "ip1", "ip2"):
@@ -81,7 +85,13 @@ def main():
                           snapshot_prefix=f"{a.out}/lenet_ssl", snapshot=0,
                           stepvalue=[int(a.iters * 0.6), int(a.iters * 0.8)])
     solver = caffe.get_solver(sp_path)
-    solver.step(a.iters)
+    chunk = 500
+    while solver.iter < a.iters:
+        solver.step(min(chunk, a.iters - solver.iter))
+        fl = {f.name: f for f in net_flops_after_forward(solver)}
+        print(f"iter {solver.iter}: loss {solver.smoothed_loss:.4f}, conv1 {fl['conv1'].rows_kept}/20 filters "
+              f"{100 * fl['conv1'].fraction:.1f}% FLOPs, conv2 {fl['conv2'].rows_kept}/50 filters "
+              f"{100 * fl['conv2'].fraction:.1f}% FLOPs ({(time.time() - t0) / 60:.1f} min)", flush=True)
     ssl_model = f"{a.out}/lenet_ssl_final.caffemodel"
     solver.net.save(ssl_model)
     err, tnet = test_error(solver)
