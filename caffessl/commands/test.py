@@ -18,6 +18,10 @@ def add_arguments(p):
     p.add_argument("--gpu", help="GPU id to use")
     p.add_argument("--level", type=int, default=0)
     p.add_argument("--stage", default="", help="comma-separated net state stages")
+    p.add_argument("--conv-mode", default=None, choices=["gemm", "csrmm", "ccnmm", "auto"],
+                   help="override every layer's conv_mode (default: each layer's prototxt field)")
+    p.add_argument("--allow-python", action="store_true",
+                   help="allow `Python` layers (they run code named in the prototxt)")
 
 
 def score(net, iterations: int, log):
@@ -67,9 +71,13 @@ def run(args):
     else:
         log.info("Use CPU.")
     stages = [s for s in args.stage.split(",") if s]
-    net = Net(args.model, phase=TEST, level=args.level, stages=stages)
+    net = Net(args.model, phase=TEST, level=args.level, stages=stages, allow_python=args.allow_python)
     for w in args.weights.split(","):
         net.copy_from(w)
+    if args.conv_mode:
+        from ..conv_modes import set_conv_mode
+        for layer, m in set_conv_mode(net, args.conv_mode).items():
+            log.info("conv_mode of %s: %s", layer, m)
     log.info("Running for %d iterations.", args.iterations)
     score(net, args.iterations, log)
     return 0

@@ -31,6 +31,8 @@ def add_arguments(p):
     p.add_argument("--sighup_effect", choices=EFFECTS, default="snapshot", help="what SIGHUP does")
     p.add_argument("--level", type=int, default=0, help="train net state level")
     p.add_argument("--stage", default="", help="comma-separated train net state stages")
+    p.add_argument("--allow-python", action="store_true",
+                   help="allow `Python` layers (they run code named in the prototxt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
 
@@ -129,7 +131,7 @@ def run(args):
             sp.train_state.stage.extend(s for s in args.stage.split(",") if s)
         _set_mode(args.gpu, sp)
         prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
-        solver = get_solver(sp, source)
+        solver = get_solver(sp, source, allow_python=args.allow_python)
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)

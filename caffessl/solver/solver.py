@@ -162,7 +162,7 @@ class Solver:
 
     type_name: str | None = None
 
-    def __init__(self, solver, *, action_fn=None, source=None):
+    def __init__(self, solver, *, action_fn=None, source=None, allow_python=False):
         from ..net import Net
         from .regularize import Regularizer
         from .stabilize import Stabilizer
@@ -178,11 +178,11 @@ class Solver:
             mode.set_random_seed(sp.random_seed)
         train_param = train_net_param(sp, source)
         log.info("Creating training net from %s", _net_origin(sp, ("train_net_param", "train_net", "net_param", "net")))
-        self.net = Net(train_param, phase=train_param.state.phase)
+        self.net = Net(train_param, phase=train_param.state.phase, allow_python=allow_python)
         self.test_nets = []
         for i, tp in enumerate(test_net_params(sp, source)):
             log.info("Creating test net (#%d)", i)
-            self.test_nets.append(Net(tp, phase=tp.state.phase))
+            self.test_nets.append(Net(tp, phase=tp.state.phase, allow_python=allow_python))
         for tn in self.test_nets:
             tn.share_with(self.net)
         self.params = list(self.net.learnable_params)
