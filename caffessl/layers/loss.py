@@ -37,6 +37,16 @@ def normalizer(mode, outer, inner, valid_count):
     return max(1, n)
 
 
+def check_label_count(layer, bottom_shapes):
+    """Labels must number outer x inner of the prediction around ``layer.axis`` (Caffe's CHECK_EQ)."""
+    shape = bottom_shapes[0]
+    outer = math.prod(shape[:layer.axis])
+    inner = math.prod(shape[layer.axis + 1:])
+    if math.prod(bottom_shapes[1]) != outer * inner:
+        layer.shape_error(f"label count {math.prod(bottom_shapes[1])} must equal outer*inner = {outer * inner} "
+                          f"for prediction {tuple(shape)} (label {tuple(bottom_shapes[1])})")
+
+
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
     """-log(max(softmax(x)[label], FLT_MIN)) summed over the non-ignored positions, divided by the normalizer.
@@ -59,11 +69,7 @@ class SoftmaxWithLoss(Layer):
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
-        outer = math.prod(shape[:self.axis])
-        inner = math.prod(shape[self.axis + 1:])
-        if math.prod(bottom_shapes[1]) != outer * inner:
-            self.shape_error(f"label count {math.prod(bottom_shapes[1])} must equal outer*inner = "
-                             f"{outer * inner} for prediction {tuple(shape)} (label {tuple(bottom_shapes[1])})")
+        check_label_count(self, bottom_shapes)
         return [()] + ([tuple(shape)] if len(self.param.top) > 1 else [])
 
     def forward(self, bottoms):
@@ -111,11 +117,7 @@ class Accuracy(Layer):
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
-        outer = math.prod(shape[:self.axis])
-        inner = math.prod(shape[self.axis + 1:])
-        if math.prod(bottom_shapes[1]) != outer * inner:
-            self.shape_error(f"label count {math.prod(bottom_shapes[1])} must equal outer*inner = "
-                             f"{outer * inner} for prediction {tuple(shape)}")
+        check_label_count(self, bottom_shapes)
         tops = [()]
         if len(self.param.top) > 1:
             tops.append((shape[self.axis],))
