@@ -107,7 +107,7 @@ def main(argv=None):
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, min of {args.repeat} interleaved runs (x5 for small cases) "
           f"(forward + backward, float32, CPU)")
-    print(f"| layer | shape | ours ms | torch ms | ratio |\n|---|---|---:|---:|---:|")
+    print("| layer | shape | ours ms | torch ms | ratio |\n|---|---|---:|---:|---:|")
     for name, desc, shape, text, baseline in CASES:
         phase = caffe_pb2.TRAIN if name == "BatchNorm" else caffe_pb2.TEST
         layer = make_layer(text, shape, phase)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import CaffemodelFormatError, FileMissingError
 from ..proto import caffe_pb2
-from .blobproto import array_to_blobproto, blobproto_to_array
+from .blobproto import blobproto_to_array
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

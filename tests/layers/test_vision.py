@@ -6,7 +6,7 @@ import torch
 
 import caffessl as caffe
 from caffessl.errors import LayerConfigError, ShapeMismatchError
-from tests.golden import case_names, close, need_shared, run_layer_case
+from tests.golden import case_names, need_shared, run_layer_case
 from tests.layers.gradcheck import build_net, check_layer_gradients
 
 

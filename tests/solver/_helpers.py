@@ -5,7 +5,6 @@ import logging
 import re
 from contextlib import contextmanager
 
-import numpy as np
 
 from tests.golden import close
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.golden import GOLDEN, need_shared
+from tests.golden import need_shared
 
 TRAJ_CASES = ["ssl_block_group_lasso_divisible", "ssl_row_col_group_lasso", "ssl_local_l1",
               "ssl_connectivity_eltwise", "ssl_connectivity_grpwise", "ssl_decay_proto"]
