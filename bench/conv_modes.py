@@ -6,24 +6,33 @@ for conv1..conv5); ``s50``/``s75`` = 50% / 75% of rows and of columns zero in ev
 unstructured zeros. Ideal speedup = dense FLOPs / CCNMM's remaining FLOPs. Also: the whole SSL-sparse AlexNet
 deploy net (caffessl.Net) with --conv-mode auto vs dense, and CCNMM's peak memory vs dense (subprocess RSS).
 
+Timing: the machine is shared, so every rep runs dense and each sparse kernel back to back (interleaved) and
+the table shows medians (min in the JSON). OMP_WAIT_POLICY defaults to PASSIVE here: with torch's default
+spin-waiting, a 2-thread op on an oversubscribed machine loses a whole scheduler quantum (~30 ms) whenever
+its partner thread is descheduled, for dense and sparse alike (the load average is printed).
+
     python bench/conv_modes.py [--threads 2] [--batches 1 32] [--reps 5] [--no-memory] [--no-net]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import subprocess
-import sys
-import time
 
-import torch
-import torch.nn.functional as F
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")      # before torch starts its OpenMP pool
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from caffessl.conv_modes import CCNMMConv, CSRMMConv, ConvGeometry, LoweredGemmConv, auto  # noqa: E402
+from caffessl.conv_modes import CCNMMConv, CSRMMConv, ConvGeometry, auto  # noqa: E402
 from caffessl.conv_modes.lowering import structure  # noqa: E402
 
 # name: (C, H, num_output, kernel, stride, pad, group)   (bvlc_alexnet, 227x227 input)
@@ -54,21 +63,28 @@ def sparse_weight(name, config, gen):
     return w
 
 
-def timeit(fn, reps):
-    fn()
-    ts = []
+def interleaved(fns: dict, reps: int) -> dict:
+    """{name: (median ms, min ms)}: one warm-up call each, then ``reps`` rounds calling every fn in turn."""
+    for f in fns.values():
+        f()
+    ts = {k: [] for k in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts) * 1e3            # best of reps: the machine is shared, min is the least noisy
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            ts[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: (statistics.median(v), min(v)) for k, v in ts.items()}
+
+
+def load_avg() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
 def layer_table(configs, batches, reps):
     rows = []
     gen = torch.Generator().manual_seed(0)
-    print(f"{'config':6} {'layer':6} {'N':>3} {'dense ms':>9} {'lowGEMM':>8} {'CCNMM':>8} {'CSR-mkl':>8} "
-          f"{'CSR-tch':>8} {'x CCNMM':>8} {'x CSR':>7} {'ideal':>6} {'CC/ideal':>8} {'auto':>6}")
+    print(f"{'config':6} {'layer':6} {'N':>3} {'dense':>8} {'CCNMM':>8} {'CSR-mkl':>8} {'CSR-tch':>8} "
+          f"{'x CC':>6} {'x CSR':>6} {'ideal':>6} {'CC/id':>6} {'variant':>7} {'auto':>6} {'fastest':>7}")
     for config in configs:
         for n in batches:
             for name in ALEXNET:
@@ -78,20 +94,23 @@ def layer_table(configs, batches, reps):
                 x = torch.randn(n, geom.channels, h, h, generator=gen)
                 st = structure(w, geom.group)
                 ideal = 1 / max(st.remaining_fraction(), 1e-9)
-                ks = {"lowGEMM": LoweredGemmConv(geom, w), "CCNMM": CCNMMConv(geom, w),
-                      "CSR-mkl": CSRMMConv(geom, w, backend="mkl"), "CSR-tch": CSRMMConv(geom, w, backend="torch")}
+                ks = {"CCNMM": CCNMMConv(geom, w), "CSR-mkl": CSRMMConv(geom, w, backend="mkl"),
+                      "CSR-tch": CSRMMConv(geom, w, backend="torch")}
+                fns = {"dense": lambda: F.conv2d(x, w, b, geom.stride, geom.pad, 1, geom.group)}
+                fns.update({k: (lambda fn=fn: fn(x, w, b)) for k, fn in ks.items()})
                 with torch.no_grad():
-                    t = {"dense": timeit(lambda: F.conv2d(x, w, b, geom.stride, geom.pad, 1, geom.group), reps)}
-                    for k, fn in ks.items():
-                        t[k] = timeit(lambda fn=fn: fn(x, w, b), reps)
-                r = dict(config=config, layer=name, batch=n, ideal=ideal, auto=auto.choose(st),
-                         sparsity=st.element_sparsity, **{f"ms_{k}": v for k, v in t.items()})
+                    t = interleaved(fns, reps)
+                med = {k: v[0] for k, v in t.items()}
+                csr = min(med["CSR-mkl"], med["CSR-tch"])
+                fastest = min((med["dense"], "gemm"), (med["CCNMM"], "ccnmm"), (csr, "csrmm"))[1]
+                r = dict(config=config, layer=name, batch=n, ideal=ideal, auto=auto.choose(st), fastest=fastest,
+                         variant=ks["CCNMM"].variant, sparsity=st.element_sparsity,
+                         **{f"ms_{k}": v[0] for k, v in t.items()}, **{f"min_ms_{k}": v[1] for k, v in t.items()})
                 rows.append(r)
-                csr = min(t["CSR-mkl"], t["CSR-tch"])
-                print(f"{config:6} {name:6} {n:>3} {t['dense']:9.2f} {t['lowGEMM']:8.2f} {t['CCNMM']:8.2f} "
-                      f"{t['CSR-mkl']:8.2f} {t['CSR-tch']:8.2f} {t['dense'] / t['CCNMM']:8.2f} "
-                      f"{t['dense'] / csr:7.2f} {ideal:6.2f} {t['dense'] / t['CCNMM'] / ideal:8.2f} "
-                      f"{r['auto']:>6}", flush=True)
+                print(f"{config:6} {name:6} {n:>3} {med['dense']:8.2f} {med['CCNMM']:8.2f} {med['CSR-mkl']:8.2f} "
+                      f"{med['CSR-tch']:8.2f} {med['dense'] / med['CCNMM']:6.2f} {med['dense'] / csr:6.2f} "
+                      f"{ideal:6.2f} {med['dense'] / med['CCNMM'] / ideal:6.2f} {r['variant']:>7} {r['auto']:>6} "
+                      f"{fastest:>7}", flush=True)
     return rows
 
 
@@ -126,8 +145,10 @@ def whole_net(batches, reps):
 
     import caffessl as caffe
     from caffessl.conv_modes import active_mode, set_conv_mode
-    print("\nwhole SSL-sparse AlexNet deploy net (conv layers SSL-sparse, fc dense): forward ms")
-    print(f"{'N':>3} {'dense':>9} {'auto':>9} {'speedup':>8}  {'conv-only dense':>15} {'conv-only auto':>14} {'speedup':>8}")
+    print("\nwhole SSL-sparse AlexNet deploy net (conv layers SSL-sparse, fc dense): forward ms, median, "
+          "dense/auto interleaved")
+    print(f"{'N':>3} {'dense':>9} {'auto':>9} {'speedup':>8}  {'conv-only dense':>15} {'conv-only auto':>14} "
+          f"{'speedup':>8}")
     out = []
     for n in batches:
         path = os.path.join(tempfile.mkdtemp(), "deploy.prototxt")
@@ -142,49 +163,73 @@ def whole_net(batches, reps):
                 for p in l.params:
                     p.requires_grad_(False)
         net.blobs["data"].data[...] = torch.randn(n, 3, 227, 227, generator=gen).numpy()
-        res = {}
+        layers = [l for l in net.layers if l.type in ("Convolution", "InnerProduct")]
+        state = {}
+        for mode in ("gemm", "auto"):              # build both once; a rep swaps them in (no rebuild)
+            set_conv_mode(net, mode)
+            for l in layers:
+                l.engine and l.engine.ensure_built()
+            state[mode] = [(l.conv_mode, l.engine) for l in layers]
+        picks = {l.name: active_mode(l) for l in layers}
+
+        def run(mode, end=None):
+            def f():
+                for l, (cm, eng) in zip(layers, state[mode]):
+                    l.conv_mode, l.engine = cm, eng
+                net.forward(end=end)
+            return f
         with torch.no_grad():
-            for mode in ("gemm", "auto"):
-                set_conv_mode(net, mode)
-                res[mode] = timeit(net.forward, reps)
-                res[mode + "_conv"] = timeit(lambda: net.forward(end="relu5"), reps)
-                if mode == "auto":
-                    picks = {l.name: active_mode(l) for l in net.layers if l.type in ("Convolution", "InnerProduct")}
-        out.append(dict(batch=n, **res, picks=picks))
+            t = interleaved({"gemm": run("gemm"), "auto": run("auto"), "gemm_conv": run("gemm", "relu5"),
+                             "auto_conv": run("auto", "relu5")}, reps)
+        res = {k: v[0] for k, v in t.items()}
+        out.append(dict(batch=n, **res, **{f"min_{k}": v[1] for k, v in t.items()}, picks=picks))
         print(f"{n:>3} {res['gemm']:9.1f} {res['auto']:9.1f} {res['gemm'] / res['auto']:8.2f}  "
               f"{res['gemm_conv']:15.1f} {res['auto_conv']:14.1f} {res['gemm_conv'] / res['auto_conv']:8.2f}")
-        print("     auto picked:", picks)
+        print("     auto picked:", picks, flush=True)
     return out
 
 
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def _peak_child(layer, mode, n):
-    """Child process: peak RSS growth (MiB) of one forward of ``layer`` in ``mode``."""
+    """Child process: peak RSS growth (MiB) over one forward of ``layer`` in ``mode``: the kernel's
+    high-water mark is reset (``/proc/self/clear_refs`` 5), then VmHWM after the call - VmRSS before."""
     gen = torch.Generator().manual_seed(0)
     geom, h = geom_of(layer)
     w = sparse_weight(layer, "ssl", gen)
     x = torch.randn(n, geom.channels, h, h, generator=gen)
-    k = {"CCNMM": CCNMMConv, "lowGEMM": LoweredGemmConv}.get(mode)
+    k = {"CCNMM": CCNMMConv}.get(mode)
     fn = (lambda: F.conv2d(x, w, None, geom.stride, geom.pad, 1, geom.group)) if k is None else \
         (lambda kk=k(geom, w): kk(x, w, None))
     with torch.no_grad():
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fn()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": (peak - base) / 1024}))
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_kib("VmRSS")
+        y = fn()
+        peak = _status_kib("VmHWM")
+    print(json.dumps({"peak_mib": (peak - base) / 1024, "out_mib": y.numel() * 4 / 2 ** 20}))
 
 
 def memory_table(n, threads):
-    print(f"\npeak memory of one forward, SSL sparsity, batch {n} (RSS growth, MiB, fresh process each)")
-    print(f"{'layer':6} {'dense':>8} {'lowGEMM':>8} {'CCNMM':>8} {'CC<=dense':>9}")
+    print(f"\npeak memory of one forward, SSL sparsity, batch {n} (VmHWM after - VmRSS before the call, "
+          f"MiB, a fresh process per cell; input, weights and CCNMM's structures exist before)")
+    print(f"{'layer':6} {'output':>8} {'dense':>8} {'CCNMM':>8} {'CC<=dense':>9}")
     out = []
     for layer in ALEXNET:
         r = {}
-        for mode in ("dense", "lowGEMM", "CCNMM"):
+        for mode in ("dense", "CCNMM"):
             cp = subprocess.run([sys.executable, __file__, "--peak-child", layer, mode, str(n),
                                  "--threads", str(threads)], capture_output=True, text=True, check=True)
-            r[mode] = json.loads(cp.stdout.strip().splitlines()[-1])["peak_mib"]
+            got = json.loads(cp.stdout.strip().splitlines()[-1])
+            r[mode], r["output"] = got["peak_mib"], got["out_mib"]
         out.append(dict(layer=layer, **r))
-        print(f"{layer:6} {r['dense']:8.1f} {r['lowGEMM']:8.1f} {r['CCNMM']:8.1f} {str(r['CCNMM'] <= r['dense']):>9}")
+        print(f"{layer:6} {r['output']:8.1f} {r['dense']:8.1f} {r['CCNMM']:8.1f} {str(r['CCNMM'] <= r['dense']):>9}")
     return out
 
 
@@ -202,12 +247,18 @@ def main():
     torch.set_num_threads(a.threads)
     if a.peak_child:
         return _peak_child(a.peak_child[0], a.peak_child[1], int(a.peak_child[2]))
-    print(f"torch {torch.__version__}, {a.threads} threads, best of {a.reps}; x = dense F.conv2d ms / mode ms")
-    res = {"layers": layer_table(a.configs, a.batches, a.reps)}
+    print(f"torch {torch.__version__}, {a.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+          f"median of {a.reps} interleaved reps (ms); x = dense F.conv2d / mode; CC/id = x CC / ideal; "
+          f"variant = CCNMM's pick (gather | conv)")
+    print("start:", load_avg(), flush=True)
+    t0 = time.time()
+    res = {"layers": layer_table(a.configs, a.batches, a.reps), "load_start": os.getloadavg()}
     if not a.no_net:
         res["net"] = whole_net(a.batches, a.reps)
     if not a.no_memory:
         res["memory"] = memory_table(max(a.batches), a.threads)
+    res["load_end"] = os.getloadavg()
+    print(f"end: {load_avg()}; wall {time.time() - t0:.0f} s")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -6,13 +6,15 @@ Rule (constants fitted on bench/conv_modes.py, CPU, 2 threads; see bench/RESULTS
 * d = element density = nonzeros / (rows x cols).
 
 1. CCNMM   if f <= CCNMM_MAX_FRACTION (structured sparsity leaves at most that share of the work);
-2. CSRMM   elif d <= CSR_MAX_DENSITY (>= 90% zeros but without structure to squeeze);
+2. CSRMM   elif d <= CSR_MAX_DENSITY (>= 94% zeros but without structure to squeeze: MKL's SpMM runs at
+   ~1/15 of oneDNN's dense rate here, so at 90% zeros CSRMM loses to dense (0.5-1.1x), at 95% it wins on
+   most AlexNet layers (1.1-1.5x));
 3. GEMM    otherwise (the dense default, F.conv2d / F.linear).
 """
 from __future__ import annotations
 
 CCNMM_MAX_FRACTION = 0.6
-CSR_MAX_DENSITY = 0.10
+CSR_MAX_DENSITY = 0.06
 
 
 def choose(structure) -> str:

@@ -1,55 +1,174 @@
-"""LOWERED_CCNMM: drop all-zero filters (rows) and all-zero lowered columns, GEMM what remains.
+"""LOWERED_CCNMM: drop all-zero filters (rows) and all-zero lowered columns, compute only what remains.
 
-Built once from the weights (Caffe's WeightAlign): per group, the kept rows and columns and the packed
-``left_rows x left_cols`` weight block. Forward gathers only the kept lowered rows of the input (one
-strided gather over the whole batch, group after group), runs one smaller GEMM per group, and scatters
-the packed output rows back to their filters; all-zero filters give bias-only outputs (Caffe writes 0
-there and adds the bias afterwards).
+Built once from the weights (Caffe's WeightAlign): per group, the kept rows (filters with a nonzero) and kept
+columns ((channel, ky, kx) lowered rows with a nonzero). Two ways to run exactly that math, picked per layer
+at build time by a fixed rule on the structure (no timing, deterministic):
+
+* ``gather`` -- the kept lowered rows of a chunk of images are built by one ``index_select`` over a strided
+  view of the padded input (``lowering.LoweredRows``; dropped columns are never built), then multiplied by
+  the packed (kept rows x kept columns) weights as a 1x1 convolution (oneDNN's GEMM: on this CPU it runs
+  ~1.5-2x faster than torch.mm's MKL sgemm for these shapes), one grouped call when every group keeps as
+  many rows and columns, else one call per group;
+* ``conv``   -- when the dropped columns are (mostly) whole input channels, a smaller dense convolution
+  (kept filters x kept input channels, the few zero columns inside kept channels kept) -- oneDNN's direct
+  conv, whose efficiency the gather path cannot match. Chosen when its FLOPs are at most ``CONV_SLACK``
+  times the gather path's.
+
+Packed outputs are scattered to their filters with ``index_copy_``; all-zero filters output their bias
+(Caffe writes 0 there and adds the bias afterwards). Images are processed in chunks whose temporaries stay
+under ``lowering.CHUNK_BYTES``, so peak memory stays at the dense conv's.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from .lowering import ConvGeometry, gather_columns, kept_column_coords, scatter_rows, structure, weight_matrix
+from .lowering import ConvGeometry, LoweredRows, image_chunks, padded_images, structure, weight_matrix
 
 log = logging.getLogger("caffessl")
+
+# conv path when its FLOPs (kept rows x kept channels x kh*kw) <= CONV_SLACK x the gather path's FLOPs
+# (kept rows x kept columns): oneDNN's direct conv runs ~1.5x the 1x1-GEMM rate of the gather path and
+# needs no gather (bench/conv_modes.py, 'variant' column).
+CONV_SLACK = 1.5
+
+
+@dataclass
+class _Part:
+    """One conv call: output rows ``rows`` (global filter indices) from ``weight`` with ``groups`` groups;
+    ``chans`` the input channels it reads (conv path; None = all) or ``cols`` its lowered-row slice (gather)."""
+    rows: torch.Tensor
+    weight: torch.Tensor
+    groups: int = 1
+    chans: torch.Tensor | None = None
+    cols: tuple = (0, 0)
 
 
 class CCNMMConv:
     name = "LOWERED_CCNMM"
     differentiable = False
 
-    def __init__(self, geom: ConvGeometry, w: torch.Tensor, layer_name: str = "?"):
+    def __init__(self, geom: ConvGeometry, w: torch.Tensor, layer_name: str = "?", variant: str | None = None):
         self.geom = geom
-        st = self.structure = structure(w, geom.group)
-        wm = weight_matrix(w.detach(), geom.group)                          # (g, M, K)
-        rows_g = st.row_kept.reshape(geom.group, -1)                        # (g, M)
-        self.coords, self.left_cols = kept_column_coords(st.col_kept, geom)
-        self.blocks = []                                                    # per group: (row0, packed W)
-        r0 = c0 = 0
-        for gi in range(geom.group):                                        # a handful of groups
-            ri = rows_g[gi].nonzero().squeeze(1)
-            ci = st.col_kept[gi].nonzero().squeeze(1)
-            self.blocks.append((r0, r0 + ri.numel(), c0, c0 + ci.numel(),
-                                wm[gi].index_select(0, ri).index_select(1, ci).contiguous()))
-            r0 += ri.numel()
-            c0 += ci.numel()
-        self.rows = r0
+        g = geom.group
+        st = self.structure = structure(w, g)
+        wd = w.detach()
+        wm = weight_matrix(wd, g)                                            # (g, M, K)
+        cg, khkw = geom.channels // g, geom.kernel[0] * geom.kernel[1]
+        rows_g = st.row_kept.reshape(g, -1)                                  # (g, M)
+        chan_g = st.col_kept.reshape(g, cg, khkw).any(2)                     # (g, C/g): channel has a kept column
+        r, k, ck = rows_g.sum(1), st.col_kept.sum(1), chan_g.sum(1)
+        self.left_cols = k.tolist()
+        self.rows = int(r.sum())
+        gather_work, conv_work = int((r * k).sum()), int((r * ck).sum()) * khkw
+        self.variant = variant or ("conv" if conv_work <= CONV_SLACK * gather_work else "gather")
         kept = st.row_kept.nonzero().squeeze(1)
         self.row_idx = None if kept.numel() == geom.num_output else kept
-        log.debug("%s left_cols=%s left_rows=%s", layer_name, self.left_cols,
-                  rows_g.sum(1).tolist())
+        self.dropped = None if self.row_idx is None else (~st.row_kept).nonzero().squeeze(1)
+        ri = [rows_g[gi].nonzero().squeeze(1) for gi in range(g)]             # a handful of groups
+        self.parts = []
+        if self.variant == "conv":
+            ci = [chan_g[gi].nonzero().squeeze(1) for gi in range(g)]
+            blocks = [wd[gi * geom.M + ri[gi]][:, ci[gi]] for gi in range(g)]  # (R_g, Ck_g, kh, kw)
+            chans = [ci[gi] + gi * cg for gi in range(g)]
+            uniform = len(set(r.tolist())) == 1 and len(set(ck.tolist())) == 1
+        else:
+            self.lowered = LoweredRows(st.col_kept, geom)
+            cols = [st.col_kept[gi].nonzero().squeeze(1) for gi in range(g)]
+            blocks = [wm[gi][ri[gi]][:, cols[gi]][:, :, None, None] for gi in range(g)]   # (R_g, K'_g, 1, 1)
+            starts = [0] + torch.cumsum(k, 0).tolist()
+            uniform = len(set(r.tolist())) == 1 and len(set(k.tolist())) == 1
+        if self.rows == 0:
+            pass                                                             # bias-only output
+        elif uniform:                                                        # one grouped call
+            all_chans = torch.cat(chans) if self.variant == "conv" else None
+            if all_chans is not None and all_chans.numel() == geom.channels:
+                all_chans = None
+            self.parts.append(_Part(kept, torch.cat(blocks).contiguous(), g, all_chans,
+                                    (0, int(k.sum()))))
+        else:
+            for gi in range(g):
+                if int(r[gi]):
+                    self.parts.append(_Part(ri[gi] + gi * geom.M, blocks[gi].contiguous(), 1,
+                                            chans[gi] if self.variant == "conv" else None,
+                                            (0, 0) if self.variant == "conv" else (starts[gi], starts[gi + 1])))
+        self.identity = self.row_idx is None and len(self.parts) == 1      # output rows = the part's rows
+        log.debug("%s CCNMM %s: left_cols=%s left_rows=%s", layer_name, self.variant, self.left_cols, r.tolist())
+
+    # -- forward ---------------------------------------------------------------------------------------
+    def _per_image_bytes(self, x, oh, ow):
+        g, (h, w) = self.geom, x.shape[2:]
+        el = x.element_size()
+        out_rows = 0 if self.identity else self.rows * oh * ow
+        if self.variant == "conv":
+            inp = sum(p.chans.numel() for p in self.parts if p.chans is not None) * h * w
+            return (inp + out_rows) * el
+        ph, pw = g.pad
+        padded = g.channels * (h + 2 * ph) * (w + 2 * pw) if (ph or pw) else 0
+        return (sum(self.left_cols) * oh * ow + self.rows * oh * ow + padded) * el
+
+    def _out(self, x, b, shape):
+        """The output buffer; the parts write the kept filters' rows, so only the dropped filters' rows are
+        filled here (with their bias, or 0): each output element is written once."""
+        out = x.new_empty(shape)
+        if self.dropped is not None:
+            n, _, oh, ow = shape
+            fill = x.new_zeros(()) if b is None else b.index_select(0, self.dropped).view(-1, 1, 1, 1)
+            out.transpose(0, 1).index_copy_(0, self.dropped, fill.expand(self.dropped.numel(), n, oh, ow))
+        return out
 
     def __call__(self, x, w, b):
         g = self.geom
+        x = x.contiguous()
         n = x.shape[0]
         oh, ow = g.out_hw(*x.shape[2:])
-        y = x.new_empty((self.rows, n * oh * ow))
-        if self.rows:
-            cols = gather_columns(x, g, self.coords, oh, ow)               # (sum left_cols, N*L)
-            for r0, r1, c0, c1, wk in self.blocks:
-                if r1 > r0:
-                    torch.mm(wk, cols[c0:c1], out=y[r0:r1])
-        return scatter_rows(y, self.row_idx, g.num_output, n, oh, ow, b)
+        shape = (n, g.num_output, oh, ow)
+        if not self.parts:
+            return self._out(x, b, shape)
+        biases = [None if b is None else b.index_select(0, p.rows) for p in self.parts]
+        chunks = image_chunks(n, self._per_image_bytes(x, oh, ow))
+        if self.variant == "conv":
+            return self._conv(x, biases, chunks, shape, b)
+        return self._gather(x, biases, chunks, shape, b)
+
+    def _conv(self, x, biases, chunks, shape, b):
+        g = self.geom
+        if self.identity and len(chunks) == 1:
+            p = self.parts[0]
+            xin = x if p.chans is None else x.index_select(1, p.chans)
+            return F.conv2d(xin, p.weight, biases[0], g.stride, g.pad, g.dilation, p.groups)
+        out = self._out(x, b, shape)
+        for i, m in chunks:
+            xc = x[i:i + m]
+            for p, bp in zip(self.parts, biases):
+                xin = xc if p.chans is None else xc.index_select(1, p.chans)
+                y = F.conv2d(xin, p.weight, bp, g.stride, g.pad, g.dilation, p.groups)
+                if self.identity:
+                    out[i:i + m].copy_(y)
+                else:
+                    out[i:i + m].index_copy_(1, p.rows, y)
+        return out
+
+    def _gather(self, x, biases, chunks, shape, b):
+        g = self.geom
+        n, o, oh, ow = shape
+        if self.identity and n == 1:                 # one image, every filter kept: the 1x1 conv is the output
+            p = self.parts[0]
+            cols = self.lowered(padded_images(x, g, 0, 1), oh, ow)
+            return F.conv2d(cols.view(1, -1, oh, ow), p.weight, biases[0], 1, 0, 1, p.groups)
+        out = self._out(x, b, shape)
+        for i, m in chunks:
+            cols = self.lowered(padded_images(x, g, i, m), oh, ow)           # (K', m, oh, ow)
+            dst = out[i:i + m].view(m, o, oh * ow).transpose(0, 1)           # (O, m, L) view
+            for p, bp in zip(self.parts, biases):
+                c0, c1 = p.cols
+                y = F.conv2d(cols[c0:c1].view(1, c1 - c0, m * oh, ow), p.weight, bp, 1, 0, 1, p.groups)
+                y = y.view(-1, m, oh * ow)                                   # (R_p, m, L)
+                if self.identity:
+                    dst.copy_(y)
+                else:
+                    dst.index_copy_(0, p.rows, y)
+        return out

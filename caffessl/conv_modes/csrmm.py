@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from . import mkl
-from .lowering import ConvGeometry, gather_columns, kept_column_coords, scatter_rows, structure, weight_matrix
+from .lowering import ConvGeometry, LoweredRows, image_chunks, padded_images, structure, weight_matrix
 
 log = logging.getLogger("caffessl")
 _warned = False
@@ -55,7 +55,7 @@ class CSRMMConv:
         self.geom = geom
         st = self.structure = structure(w, geom.group)
         wm = weight_matrix(w.detach(), geom.group)
-        self.coords, _ = kept_column_coords(st.col_kept, geom)
+        self.lowered = LoweredRows(st.col_kept, geom)
         blocks = [wm[gi][:, st.col_kept[gi]] for gi in range(geom.group)]   # a handful of groups
         crow, col, val, self.cols = block_diagonal_csr_parts(blocks, geom.num_output)
         self.nnz = int(val.numel())
@@ -79,14 +79,23 @@ class CSRMMConv:
 
     def __call__(self, x, w, b):
         g = self.geom
-        n = x.shape[0]
-        oh, ow = g.out_hw(*x.shape[2:])
-        if self.cols == 0:
-            y = x.new_zeros((g.num_output, n * oh * ow))
+        x = x.contiguous()
+        n, (h, wd) = x.shape[0], x.shape[2:]
+        oh, ow = g.out_hw(h, wd)
+        o, l = g.num_output, oh * ow
+        if self.cols == 0 or self.nnz == 0:
+            out = x.new_zeros((n, o, oh, ow))
         else:
-            cols = gather_columns(x, g, self.coords, oh, ow)
-            if self.backend == "mkl":
-                y = self.mkl.mm(cols, x.new_empty((g.num_output, cols.shape[1])))
-            else:
-                y = torch.sparse.mm(self.csr, cols) if self.nnz else x.new_zeros((g.num_output, cols.shape[1]))
-        return scatter_rows(y, None, g.num_output, n, oh, ow, b)
+            ph, pw = g.pad
+            per_image = (self.cols * l + o * l + (g.channels * (h + 2 * ph) * (wd + 2 * pw) if ph or pw else 0))
+            out = x.new_empty((n, o, oh, ow))
+            for i, m in image_chunks(n, per_image * x.element_size()):
+                cols = self.lowered(padded_images(x, g, i, m), oh, ow).view(self.cols, m * l)
+                if self.backend == "mkl":
+                    y = self.mkl.mm(cols, x.new_empty((o, m * l)))
+                else:
+                    y = torch.sparse.mm(self.csr, cols)
+                out[i:i + m].view(m, o, l).transpose(0, 1).copy_(y.view(o, m, l))
+        if b is not None:
+            out += b.reshape(1, -1, 1, 1)
+        return out

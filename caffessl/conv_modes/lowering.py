@@ -96,6 +96,61 @@ def kept_column_coords(col_kept: torch.Tensor, geom: ConvGeometry):
     return (c, ky, kx), col_kept.sum(1).tolist()
 
 
+# Image chunks bound the temporaries (lowered rows, packed outputs) of the sparse kernels: a chunk's
+# temporaries stay under this many bytes (at least one image), so they stay cache-sized at batch 32 and the
+# peak memory stays near the dense conv's (bench/conv_modes.py measures both).
+CHUNK_BYTES = 2 << 20
+
+
+def image_chunks(n: int, per_image_bytes: int, budget: int | None = None):
+    """(start, count) chunks of a batch of ``n`` images, ``per_image_bytes`` of temporaries each."""
+    budget = CHUNK_BYTES if budget is None else budget
+    m = max(1, min(n, budget // max(per_image_bytes, 1)))
+    return [(i, min(m, n - i)) for i in range(0, n, m)]
+
+
+def padded_images(x: torch.Tensor, geom: ConvGeometry, i: int, m: int) -> torch.Tensor:
+    """Images [i, i+m) of x, zero-padded by the conv's pad, contiguous (a view when there is no pad)."""
+    ph, pw = geom.pad
+    xc = x[i:i + m]
+    return F.pad(xc, (pw, pw, ph, ph)) if (ph or pw) else xc.contiguous()
+
+
+class LoweredRows:
+    """Builds only the kept lowered rows (``col_kept``, group-major) of a few images, as ONE index_select.
+
+    Lowered row (c, ky, kx) of image n at output (oy, ox) is padded-input element
+    ``n*sn + c*sc + (ky*dh + oy*th)*sh + (kx*dw + ox*tw)*sw``: a flat offset per kept row plus a strided
+    (image, oy, ox) pattern shared by all rows. So the rows are ``index_select(0, offsets)`` over the
+    strided view ``(offset, image, oy, ox)`` of the padded images -> (K', m, oh, ow), contiguous; the dropped
+    rows are never built. The offsets depend on the padded image size only and are cached per size.
+    """
+
+    def __init__(self, col_kept: torch.Tensor, geom: ConvGeometry):
+        (self.c, self.ky, self.kx), self.counts = kept_column_coords(col_kept, geom)
+        self.geom = geom
+        self.count = int(self.c.numel())
+        self._cache = {}
+
+    def offsets(self, xp: torch.Tensor):
+        key = tuple(xp.shape[1:])
+        hit = self._cache.get(key)
+        if hit is None:
+            _, sc, sh, sw = xp.stride()
+            (dh, dw) = self.geom.dilation
+            off = (self.c * sc + self.ky * (dh * sh) + self.kx * (dw * sw)).to(xp.device)
+            hit = self._cache[key] = (off, int(off.max()) + 1 if off.numel() else 1)
+        return hit
+
+    def __call__(self, xp: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
+        """xp: padded contiguous images (m, C, Hp, Wp) -> kept lowered rows (K', m, oh, ow)."""
+        off, span = self.offsets(xp)
+        sn, _, sh, sw = xp.stride()
+        th, tw = self.geom.stride
+        view = xp.as_strided((span, xp.shape[0], oh, ow), (1, sn, th * sh, tw * sw))
+        return view.index_select(0, off)
+
+
 def _padded(x: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
     ph, pw = geom.pad
     x = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
@@ -110,13 +165,6 @@ def patch_view(x: torch.Tensor, geom: ConvGeometry, oh: int, ow: int) -> torch.T
     kh, kw = geom.kernel
     (dh, dw), (th, tw) = geom.dilation, geom.stride
     return xp.as_strided((c, kh, kw, n, oh, ow), (sc, dh * sh, dw * sw, sn, th * sh, tw * sw))
-
-
-def gather_columns(x: torch.Tensor, geom: ConvGeometry, coords, oh: int, ow: int) -> torch.Tensor:
-    """Lowered rows ``coords`` = (c, ky, kx) of the whole batch: (len(c), N*oh*ow), image-major columns."""
-    c, ky, kx = coords
-    v = patch_view(x, geom, oh, ow)
-    return v[c, ky, kx].reshape(c.numel(), -1)
 
 
 def full_columns(x: torch.Tensor, geom: ConvGeometry, oh: int, ow: int) -> torch.Tensor:

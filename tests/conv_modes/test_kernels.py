@@ -116,3 +116,63 @@ def test_auto_rule_picks_by_measured_sparsity():
     assert auto.choose(structure(sparsify(w.clone(), "u95", 1, gen), 1)) == "csrmm"
     assert auto.choose(structure(sparsify(w.clone(), "u50", 1, gen), 1)) == "gemm"
     assert auto.choose(ip_structure(torch.zeros(4, 5))) == "ccnmm"
+
+
+def _channel_sparse(w, group, gen, rows=0.25):
+    """Zero whole input channels (all kh*kw columns) and some filters, differently per group."""
+    g = group
+    o, cg = w.shape[0], w.shape[1]
+    for gi in range(g):
+        blk = w[gi * (o // g):(gi + 1) * (o // g)]
+        blk[:, torch.randperm(cg, generator=gen)[:max(1, cg // 2 - gi)]] = 0     # unequal counts per group
+        blk[torch.randperm(blk.shape[0], generator=gen)[:round(rows * blk.shape[0]) + gi]] = 0
+    return w
+
+
+@pytest.mark.parametrize("variant", ["gather", "conv"])
+@pytest.mark.parametrize("pattern", ["dense", "u75", "rc50", "chan", "zero"])
+@pytest.mark.parametrize("geom_name", list(GEOMS))
+def test_ccnmm_variants_and_image_chunks_match_conv2d(variant, pattern, geom_name, monkeypatch):
+    """Both CCNMM variants, one grouped call or one call per group (unequal kept counts), with the batch
+    split into one-image chunks (a tiny chunk budget) and whole."""
+    from caffessl.conv_modes import lowering
+    c, o, k, s, p, d, g = GEOMS[geom_name]
+    gen = torch.Generator().manual_seed(3)
+    geom = ConvGeometry(c, o, (k, k), (s, s), (p, p), (d, d), g)
+    w = torch.randn(o, c // g, k, k, generator=gen)
+    w = _channel_sparse(w, g, gen) if pattern == "chan" else sparsify(w, pattern, g, gen)
+    b = torch.randn(o, generator=gen)
+    x = torch.randn(3, c, 9, 11, generator=gen)
+    ref = F.conv2d(x, w, b, geom.stride, geom.pad, geom.dilation, g)
+    kern = CCNMMConv(geom, w, variant=variant)
+    assert kern.variant == variant
+    for budget in (1, 1 << 30):
+        monkeypatch.setattr(lowering, "CHUNK_BYTES", budget)
+        assert_close(kern(x, w, b), ref)
+        assert_close(kern(x[:1], w, None), ref[:1] - b.view(1, -1, 1, 1))
+    if pattern == "chan" and g > 1:
+        live = int(structure(w, g).row_kept.reshape(g, -1).any(1).sum())
+        assert len(kern.parts) == live     # unequal kept counts per group: one call per group with a kept row
+
+
+def test_ccnmm_rule_picks_conv_for_whole_channels_and_gather_for_scattered_columns():
+    gen = torch.Generator().manual_seed(4)
+    geom = ConvGeometry(16, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    w = torch.randn(8, 16, 3, 3, generator=gen)
+    w[:, :8] = 0                                               # half the channels, whole
+    assert CCNMMConv(geom, w).variant == "conv"
+    w = torch.randn(8, 16, 3, 3, generator=gen)
+    w[:, :, 0, :] = 0
+    w[:, :, :, 0] = 0                                          # 5 of 9 columns of every channel
+    st = structure(w, 1)
+    assert st.col_kept.reshape(16, 9).any(1).all() and int(st.col_kept.sum()) == 16 * 4
+    assert CCNMMConv(geom, w).variant == "gather"              # conv work 9/4 x the gather's > CONV_SLACK
+
+
+@pytest.mark.parametrize("budget", [1, 1 << 30])
+def test_csrmm_image_chunks_match_conv2d(budget, monkeypatch):
+    from caffessl.conv_modes import lowering
+    monkeypatch.setattr(lowering, "CHUNK_BYTES", budget)
+    geom, w, b, x, ref = conv_case("group2_stride2", "u75")
+    for backend in ("torch", "mkl") if mkl.load() is not None else ("torch",):
+        assert_close(CSRMMConv(geom, w, backend=backend)(x, w, b), ref)
