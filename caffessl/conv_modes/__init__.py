@@ -2,7 +2,7 @@
 
 * ``LOWERED_GEMM``  -- dense (F.conv2d; ``gemm.LoweredGemmConv`` is the explicit im2col + GEMM);
 * ``LOWERED_CSRMM`` -- CSR weights x lowered input (MKL sparse BLAS on the CPU, torch/cuSPARSE on CUDA);
-* ``LOWERED_CCNMM`` -- all-zero filters and lowered columns removed, a smaller dense GEMM per group;
+* ``LOWERED_CCNMM`` -- all-zero filters and lowered columns removed, a smaller GEMM (oneDNN) or dense conv;
 * ``DIRECT_SCONV``  -- computed as CSRMM (same arithmetic; the fork's direct-sparse kernel is an MKL/intel
   branch feature); ``DIRECT_DCONV`` falls through to GEMM as in the fork;
 * ``auto``          -- per layer from the measured sparsity (``auto.py``).

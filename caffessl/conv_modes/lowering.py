@@ -3,7 +3,7 @@
 Caffe lowers a convolution to ``Out_g (M x N) = W_g (M x K) . Col_g (K x N)`` per group g, with
 M = num_output/group, K = C/group*kh*kw (rows of ``Col`` ordered (channel, ky, kx)) and N = H_out*W_out.
 This module holds that view once: the geometry, the per-group weight matrix, its zero rows/columns, and
-``gather_columns`` -- an im2col that builds only the lowered rows a sparse engine needs, as one strided
+``LoweredRows`` -- an im2col that builds only the lowered rows a sparse engine needs, as one strided
 gather, never materializing the dropped ones.
 """
 from __future__ import annotations
