@@ -33,6 +33,7 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from caffessl.conv_modes import CCNMMConv, CSRMMConv, ConvGeometry, auto  # noqa: E402
+from caffessl.conv_modes.gemm import LoweredGemmConv  # noqa: E402
 from caffessl.conv_modes.lowering import structure  # noqa: E402
 
 # name: (C, H, num_output, kernel, stride, pad, group)   (bvlc_alexnet, 227x227 input)
@@ -84,7 +85,8 @@ def layer_table(configs, batches, reps):
     rows = []
     gen = torch.Generator().manual_seed(0)
     print(f"{'config':6} {'layer':6} {'N':>3} {'dense':>8} {'CCNMM':>8} {'CSR-mkl':>8} {'CSR-tch':>8} "
-          f"{'x CC':>6} {'x CSR':>6} {'ideal':>6} {'CC/id':>6} {'variant':>7} {'auto':>6} {'fastest':>7}")
+          f"{'x CC':>6} {'x CSR':>6} {'ideal':>6} {'CC/id':>6} {'variant':>7} {'auto':>6} {'fastest':>7} | "
+          f"{'G-bmm':>8} {'G-1x1':>8} {'xG CC':>6} {'G CC/id':>7}")
     for config in configs:
         for n in batches:
             for name in ALEXNET:
@@ -96,21 +98,31 @@ def layer_table(configs, batches, reps):
                 ideal = 1 / max(st.remaining_fraction(), 1e-9)
                 ks = {"CCNMM": CCNMMConv(geom, w), "CSR-mkl": CSRMMConv(geom, w, backend="mkl"),
                       "CSR-tch": CSRMMConv(geom, w, backend="torch")}
+                # the paper's GEMM baselines (dense im2col + GEMM, every weight computed): G-bmm = Caffe's
+                # lowering written out (whole-batch im2col + torch.bmm, MKL sgemm); G-1x1 = CCNMM's own
+                # gather path with nothing dropped (chunked im2col by index_select + oneDNN 1x1 GEMM, i.e.
+                # the same lowering and GEMM engine as the sparse path), built on a dense weight
+                wd = torch.randn(w.shape, generator=gen)
+                ks["G-bmm"], ks["G-1x1"] = LoweredGemmConv(geom, wd), CCNMMConv(geom, wd, variant="gather")
                 fns = {"dense": lambda: F.conv2d(x, w, b, geom.stride, geom.pad, 1, geom.group)}
-                fns.update({k: (lambda fn=fn: fn(x, w, b)) for k, fn in ks.items()})
+                weights = {k: wd if k.startswith("G-") else w for k in ks}
+                fns.update({k: (lambda fn=fn, ww=weights[k]: fn(x, ww, b)) for k, fn in ks.items()})
                 with torch.no_grad():
                     t = interleaved(fns, reps)
                 med = {k: v[0] for k, v in t.items()}
                 csr = min(med["CSR-mkl"], med["CSR-tch"])
                 fastest = min((med["dense"], "gemm"), (med["CCNMM"], "ccnmm"), (csr, "csrmm"))[1]
+                gbest = min(med["G-bmm"], med["G-1x1"])
                 r = dict(config=config, layer=name, batch=n, ideal=ideal, auto=auto.choose(st), fastest=fastest,
                          variant=ks["CCNMM"].variant, sparsity=st.element_sparsity,
+                         x_cc_gemm=gbest / med["CCNMM"],
                          **{f"ms_{k}": v[0] for k, v in t.items()}, **{f"min_ms_{k}": v[1] for k, v in t.items()})
                 rows.append(r)
                 print(f"{config:6} {name:6} {n:>3} {med['dense']:8.2f} {med['CCNMM']:8.2f} {med['CSR-mkl']:8.2f} "
                       f"{med['CSR-tch']:8.2f} {med['dense'] / med['CCNMM']:6.2f} {med['dense'] / csr:6.2f} "
                       f"{ideal:6.2f} {med['dense'] / med['CCNMM'] / ideal:6.2f} {r['variant']:>7} {r['auto']:>6} "
-                      f"{fastest:>7}", flush=True)
+                      f"{fastest:>7} | {med['G-bmm']:8.2f} {med['G-1x1']:8.2f} {gbest / med['CCNMM']:6.2f} "
+                      f"{gbest / med['CCNMM'] / ideal:7.2f}", flush=True)
     return rows
 
 
@@ -186,7 +198,41 @@ def whole_net(batches, reps):
         print(f"{n:>3} {res['gemm']:9.1f} {res['auto']:9.1f} {res['gemm'] / res['auto']:8.2f}  "
               f"{res['gemm_conv']:15.1f} {res['auto_conv']:14.1f} {res['gemm_conv'] / res['auto_conv']:8.2f}")
         print("     auto picked:", picks, flush=True)
+        out[-1]["per_layer"] = net_layers(net, run_layer_fns(net, layers, state), reps)
     return out
+
+
+def run_layer_fns(net, layers, state):
+    """{(mode, layer name): fn running only that layer of the net in that mode} (Net.forward(start=end=),
+    as ``caffessl time`` does; in-place ReLUs re-run on their already rectified blob: same work)."""
+    def fn(mode, name):
+        def f():
+            for l, (cm, eng) in zip(layers, state[mode]):
+                l.conv_mode, l.engine = cm, eng
+            net.forward(start=name, end=name)
+        return f
+    return {(mode, l.name): fn(mode, l.name) for mode in ("gemm", "auto") for l in net.layers}
+
+
+def net_layers(net, fns, reps):
+    """Each layer's time inside the whole net, dense vs auto, interleaved per rep (median ms)."""
+    with torch.no_grad():
+        t = interleaved(fns, reps)
+    names = [l.name for l in net.layers]
+    tot = {m: sum(t[(m, n)][0] for n in names) for m in ("gemm", "auto")}
+    print(f"     per layer inside the net (median ms of {reps}, each layer run alone via forward(start=end=)):")
+    print(f"     {'layer':8} {'type':13} {'dense':>8} {'auto':>8} {'saved':>8} {'% of dense':>10}")
+    rows = []
+    for l in net.layers:
+        d, a = t[("gemm", l.name)][0], t[("auto", l.name)][0]
+        rows.append(dict(layer=l.name, type=l.type, dense=d, auto=a))
+        print(f"     {l.name:8} {l.type:13} {d:8.2f} {a:8.2f} {d - a:8.2f} {100 * d / tot['gemm']:10.1f}")
+    print(f"     {'sum':8} {'':13} {tot['gemm']:8.2f} {tot['auto']:8.2f} {tot['gemm'] - tot['auto']:8.2f}")
+    for kind in ("Convolution", "LRN", "Pooling", "InnerProduct", "ReLU"):
+        d = sum(r["dense"] for r in rows if r["type"] == kind)
+        a = sum(r["auto"] for r in rows if r["type"] == kind)
+        print(f"     {kind + ' total':22} {d:8.2f} {a:8.2f} {d - a:8.2f} {100 * d / tot['gemm']:10.1f}")
+    return rows
 
 
 def _status_kib(field):

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .lowering import ConvGeometry, LoweredRows, image_chunks, padded_images, structure, weight_matrix
+from .lowering import (
+    ConvGeometry,
+    LoweredRows,
+    PadBuffer,
+    image_chunks,
+    padded_images,
+    structure,
+    weight_matrix,
+)
 
 log = logging.getLogger("caffessl")
 
@@ -77,6 +85,7 @@ class CCNMMConv:
             uniform = len(set(r.tolist())) == 1 and len(set(ck.tolist())) == 1
         else:
             self.lowered = LoweredRows(st.col_kept, geom)
+            self.pad_buf = PadBuffer()
             cols = [st.col_kept[gi].nonzero().squeeze(1) for gi in range(g)]
             blocks = [wm[gi][ri[gi]][:, cols[gi]][:, :, None, None] for gi in range(g)]   # (R_g, K'_g, 1, 1)
             starts = [0] + torch.cumsum(k, 0).tolist()
@@ -157,11 +166,11 @@ class CCNMMConv:
         n, o, oh, ow = shape
         if self.identity and n == 1:                 # one image, every filter kept: the 1x1 conv is the output
             p = self.parts[0]
-            cols = self.lowered(padded_images(x, g, 0, 1), oh, ow)
+            cols = self.lowered(padded_images(x, g, 0, 1, self.pad_buf), oh, ow)
             return F.conv2d(cols.view(1, -1, oh, ow), p.weight, biases[0], 1, 0, 1, p.groups)
         out = self._out(x, b, shape)
         for i, m in chunks:
-            cols = self.lowered(padded_images(x, g, i, m), oh, ow)           # (K', m, oh, ow)
+            cols = self.lowered(padded_images(x, g, i, m, self.pad_buf), oh, ow)           # (K', m, oh, ow)
             dst = out[i:i + m].view(m, o, oh * ow).transpose(0, 1)           # (O, m, L) view
             for p, bp in zip(self.parts, biases):
                 c0, c1 = p.cols

@@ -109,11 +109,35 @@ def image_chunks(n: int, per_image_bytes: int, budget: int | None = None):
     return [(i, min(m, n - i)) for i in range(0, n, m)]
 
 
-def padded_images(x: torch.Tensor, geom: ConvGeometry, i: int, m: int) -> torch.Tensor:
-    """Images [i, i+m) of x, zero-padded by the conv's pad, contiguous (a view when there is no pad)."""
+def padded_images(x: torch.Tensor, geom: ConvGeometry, i: int, m: int, buf: "PadBuffer | None" = None):
+    """Images [i, i+m) of x, zero-padded by the conv's pad, contiguous (a view when there is no pad).
+    With ``buf`` the padded images are written into its reused zero-bordered buffer (valid until the next
+    call on that buffer) instead of a fresh ``F.pad`` (which zero-fills the whole padded chunk every call)."""
     ph, pw = geom.pad
     xc = x[i:i + m]
-    return F.pad(xc, (pw, pw, ph, ph)) if (ph or pw) else xc.contiguous()
+    if not (ph or pw):
+        return xc.contiguous()
+    return buf(xc, ph, pw) if buf is not None else F.pad(xc, (pw, pw, ph, ph))
+
+
+class PadBuffer:
+    """A padded-image buffer kept between calls: its border is zeroed once when it is (re)allocated, and
+    each call copies only the interior. One per kernel; chunks of one forward reuse it (the lowered rows
+    are gathered out of it before the next chunk is copied in)."""
+
+    def __init__(self):
+        self.buf = None
+
+    def __call__(self, xc: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+        m, c, h, w = xc.shape
+        shape = (c, h + 2 * ph, w + 2 * pw)
+        b = self.buf
+        if b is None or b.shape[0] < m or tuple(b.shape[1:]) != shape or b.dtype != xc.dtype \
+                or b.device != xc.device:
+            b = self.buf = xc.new_zeros((m, *shape))
+        out = b[:m]
+        out[:, :, ph:ph + h, pw:pw + w].copy_(xc)
+        return out
 
 
 class LoweredRows:

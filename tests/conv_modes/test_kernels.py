@@ -176,3 +176,20 @@ def test_csrmm_image_chunks_match_conv2d(budget, monkeypatch):
     geom, w, b, x, ref = conv_case("group2_stride2", "u75")
     for backend in ("torch", "mkl") if mkl.load() is not None else ("torch",):
         assert_close(CSRMMConv(geom, w, backend=backend)(x, w, b), ref)
+
+
+def test_pad_buffer_matches_f_pad_across_reuse_and_new_sizes():
+    """The reused zero-bordered buffer gives F.pad's result for shrinking, growing and reshaped chunks
+    (its border is never written by a copy), and CCNMM stays exact across input sizes."""
+    from caffessl.conv_modes.lowering import PadBuffer
+    gen = torch.Generator().manual_seed(5)
+    buf = PadBuffer()
+    for shape in [(3, 4, 6, 5), (1, 4, 6, 5), (2, 4, 6, 5), (4, 4, 6, 5), (2, 4, 3, 7), (2, 4, 6, 5)]:
+        x = torch.randn(shape, generator=gen) * 100
+        got = buf(x, 2, 1)
+        assert torch.equal(got, F.pad(x, (1, 1, 2, 2)))
+    geom, w, b, _, _ = conv_case("plain", "rc50")
+    kern = CCNMMConv(geom, w, variant="gather")
+    for hw in [(9, 11), (5, 4), (9, 11), (12, 3)]:
+        x = torch.randn(2, geom.channels, *hw, generator=gen)
+        assert_close(kern(x, w, b), F.conv2d(x, w, b, geom.stride, geom.pad, geom.dilation, geom.group))
