@@ -7,11 +7,12 @@
    conv1/conv2) with solvers/lenet_ssl_solver.prototxt on MNIST;
 3. measure the test error and the FLOPs conv1/conv2 keep;
 4. fine-tune with DISCONNECTED_GRPWISE (solvers/lenet_ssl_finetune_solver.prototxt) and check that every
-   all-zero row and column of every weight stays exactly zero;
+   all-zero row and column of conv1/conv2/ip1/ip2 stays exactly zero;
 5. print the table next to the paper's rows.
 
-    python bench/ssl_lenet.py [--data ../shared/data/mnist] [--iters 4000] [--ft-iters 2000]
-Run from the repository root. Targets: error <= 1.0 %, conv1 <= 30 %, conv2 <= 15 % of dense FLOPs.
+    python bench/ssl_lenet.py --threads 1     # the bench/RESULTS.md run: solvers' 5000 SSL + 8000 fine-tune iters
+    python bench/ssl_lenet.py --iters 3000 --steps 2000,2600 --breadth-decay 0.005 --kernel-shape-decay 0.005
+Run from the repository root (runs/lenet_ssl/ gets the SSL and fine-tuned caffemodels). Targets: error <= 1.0 %, conv1 <= 30 %, conv2 <= 15 % of dense FLOPs.
 
 FLOP counting (the paper's): a conv layer's remaining multiply-accumulates are kept filters (rows of its
 lowered weight matrix) x kept columns (input channel, ky, kx) x output positions. A conv1 filter whose
@@ -120,8 +121,9 @@ def progress(solver, t0, tag):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist"))
-    ap.add_argument("--weights", default=str(REPO.parent / "shared" / "models" / "lenet" / "lenet_iter_10000.caffemodel"),
-                    help="dense baseline to start SSL from ('' = from scratch)")
+    ap.add_argument("--weights", help="dense baseline to start SSL from ('' = from scratch; default: "
+                    "../shared/models/lenet/lenet_iter_10000.caffemodel, trained by real Caffe)",
+                    default=str(REPO.parent / "shared" / "models" / "lenet" / "lenet_iter_10000.caffemodel"))
     ap.add_argument("--iters", type=int, default=None, help="SSL iterations (default: the solver's max_iter)")
     ap.add_argument("--steps", default=None,
                     help="comma-separated multistep stepvalues (default: the solver's, scaled to --iters)")
@@ -130,7 +132,8 @@ def main():
     ap.add_argument("--kernel-shape-decay", type=float, default=None)
     ap.add_argument("--ft-iters", type=int, default=None, help="fine-tune iterations (default: the solver's)")
     ap.add_argument("--ft-base-lr", type=float, default=None)
-    ap.add_argument("--ft-steps", default=None, help="comma-separated multistep stepvalues for the fine-tune")
+    ap.add_argument("--ft-steps", default=None, help="comma-separated multistep stepvalues for the fine-tune "
+                    "(default: the solver's, scaled to --ft-iters)")
     ap.add_argument("--net", default=None, help="SSL train/test net (default: the SSL solver's)")
     ap.add_argument("--from-ssl", default=None,
                     help="skip SSL training: take this SSL caffemodel (for re-running the fine-tune only)")
@@ -138,6 +141,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="runs/lenet_ssl")
     a = ap.parse_args()
+    if a.weights and not os.path.isfile(a.weights):
+        sys.exit(f"--weights {a.weights} does not exist (pass --weights '' to run SSL from scratch)")
     if a.threads:
         torch.set_num_threads(a.threads)
     os.chdir(REPO)
@@ -182,7 +187,12 @@ def main():
 
     ftp = read_solver_prototxt("solvers/lenet_ssl_finetune_solver.prototxt")
     ft_iters = a.ft_iters or int(ftp.max_iter)
-    ft_steps = [int(x) for x in a.ft_steps.split(",")] if a.ft_steps else None
+    if a.ft_steps:
+        ft_steps = [int(x) for x in a.ft_steps.split(",")]
+    elif a.ft_iters and ftp.stepvalue:   # the solver's multistep schedule scaled to --ft-iters
+        ft_steps = [int(round(x * ft_iters / ftp.max_iter)) for x in ftp.stepvalue]
+    else:
+        ft_steps = None
     ft_path = solver_with("solvers/lenet_ssl_finetune_solver.prototxt", a.out, max_iter=ft_iters,
                           snapshot_prefix=f"{a.out}/lenet_ssl_ft", snapshot=0, base_lr=a.ft_base_lr,
                           lr_policy="multistep" if ft_steps else None, stepvalue=ft_steps)
@@ -199,12 +209,13 @@ def main():
     ft_model = f"{a.out}/lenet_ssl_ft_final.caffemodel"
     ft.net.save(ft_model)
 
-    print(f"\nLeNet SSL on MNIST (10,000 test images): {iters} SSL iterations from "
-          f"{Path(a.weights).name if a.weights else 'scratch'} (base_lr {sp.base_lr:g}, multistep "
+    what = (f"SSL weights {a.from_ssl}" if a.from_ssl else
+            f"{iters} SSL iterations from {Path(a.weights).name if a.weights else 'scratch'}")
+    print(f"\nLeNet SSL on MNIST (10,000 test images): {what} (base_lr {sp.base_lr:g}, multistep "
           f"{list(sp.stepvalue)} gamma {sp.gamma:g}, breadth_decay {sp.breadth_decay:g}, kernel_shape_decay "
           f"{sp.kernel_shape_decay:g}) + {ft_iters} DISCONNECTED_GRPWISE fine-tune iterations "
-          f"(base_lr {ftp.base_lr:g}, {ftp.lr_policy} {list(ftp.stepvalue)}); {(time.time() - t0) / 60:.1f} min (SSL part {t_ssl / 60:.1f}), torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads\n")
+          f"(base_lr {ftp.base_lr:g}, {ftp.lr_policy} {list(ftp.stepvalue)}); {(time.time() - t0) / 60:.1f} min "
+          f"(SSL part {t_ssl / 60:.1f}), torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| run | error % | conv1 filters | conv1 columns | conv1 FLOP % | conv2 filters | conv2 channels | "
           "conv2 columns | conv2 FLOP % (paper) | conv2 FLOP % (own zeros only) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
