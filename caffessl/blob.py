@@ -68,8 +68,11 @@ class Blob:
             self._data.sync_to_device()
 
     def set_tensor(self, t: torch.Tensor):
-        self._data = _Mirror(t)
-        self._shape = tuple(t.shape)
+        if self._data is None:
+            self._data = _Mirror(t)
+        else:
+            self._data.t, self._data.host = t, None
+        self._shape = t.shape
 
     @property
     def diff_tensor(self) -> torch.Tensor:
@@ -102,7 +105,7 @@ class Blob:
 
     @property
     def shape(self) -> tuple:
-        return self._shape
+        return tuple(self._shape)
 
     @property
     def count(self) -> int:

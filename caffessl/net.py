@@ -128,6 +128,7 @@ class Net:
         self.force_backward = self.net_param.force_backward
         self._build()
         self._last = None  # record of the last forward (for pycaffe backward)
+        self._plan = None  # per-layer forward plan, built on the first forward
         if weights:
             for w in str(weights).split(","):
                 self.copy_from(w)
@@ -313,45 +314,56 @@ class Net:
         blob.set_tensor(t)
         return t
 
+    def _layer_plan(self):
+        """Per layer, what forward needs (read once from the protobuf): bottoms with their detach flag,
+        tops, the weighted loss tops, and whether the tops are fed from the blobs (Input)."""
+        plan = []
+        for i, layer in enumerate(self.layers):
+            lp = layer.param
+            bottoms = [(b, not self._propagate_down[i][k] or k in layer.no_grad_bottoms)
+                       for k, b in enumerate(lp.bottom)]
+            tops = list(lp.top)
+            losses = [(t, w) for t, w in self._loss_tops if t in tops]
+            plan.append((layer, bottoms, tops, losses, getattr(layer, "feeds_from_blobs", False)))
+        return plan
+
     def _forward_range(self, i0, i1, record=False):
         """Run layers i0..i1. Returns the weighted loss (a tensor)."""
+        if self._plan is None:
+            self._plan = self._layer_plan()
         for b in self.blobs.values():
             b.sync_to_device()
         cur = {}
         if record:
             self._last = {"first": {}, "range": (i0, i1)}
         loss = None
-        for i in range(i0, i1 + 1):
-            layer = self.layers[i]
-            lp = layer.param
+        blobs = self.blobs
+        for layer, bottom_plan, tops_names, losses, feeds in self._plan[i0:i1 + 1]:
             bottoms = []
-            for k, b in enumerate(lp.bottom):
+            for b, detach in bottom_plan:
                 t = self._bottom_tensor(b, cur, record)
-                if not self._propagate_down[i][k] or k in layer.no_grad_bottoms:
-                    t = t.detach()
-                bottoms.append(t)
+                bottoms.append(t.detach() if detach else t)
             if layer.has_backward:
                 tops = layer.forward(bottoms)
             else:
                 with torch.no_grad():
                     tops = layer.forward(bottoms)
-            if getattr(layer, "feeds_from_blobs", False):
-                for t in lp.top:
+            if feeds:
+                for t in tops_names:
                     self._bottom_tensor(t, cur, record)
                 continue
-            for name, t in zip(lp.top, tops):
+            for name, t in zip(tops_names, tops):
                 cur[name] = t
-                self.blobs[name].set_tensor(t)
+                blobs[name].set_tensor(t)
                 if record:
                     first = self._last["first"]
                     if name not in first:
                         first[name] = t
                         if t.requires_grad and not t.is_leaf:
                             t.retain_grad()
-            for t_name, w in self._loss_tops:
-                if t_name in lp.top:
-                    term = cur[t_name].sum() * w
-                    loss = term if loss is None else loss + term
+            for t_name, w in losses:
+                term = cur[t_name].sum() * w
+                loss = term if loss is None else loss + term
         return loss
 
     def forward_backward(self):
