@@ -495,7 +495,14 @@ class LRN(Layer):
     def forward(self, bottoms):
         x = bottoms[0]
         if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-            return [F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)]
+            # the zero-padded channel window summed with local_size shifted in-place adds: the same value as
+            # F.local_response_norm (whose avg_pool3d is ~2x slower on CPU), differentiable by autograd
+            n, c, half = self.size, x.shape[1], (self.size - 1) // 2
+            sq = F.pad(x * x, (0, 0, 0, 0, half, half))
+            s = sq[:, 0:c].clone()
+            for j in range(1, n):
+                s += sq[:, j:j + c]
+            return [x * s.mul_(self.alpha / n).add_(self.k).pow(-self.beta)]
         pad = (self.size - 1) // 2
         avg = F.avg_pool2d(x * x, self.size, 1, pad, count_include_pad=True)
         return [x * torch.pow(avg * self.alpha + 1.0, -self.beta)]
