@@ -71,6 +71,30 @@ class LMDBReader:
         self.next()
         return kv
 
+    def read_many(self, n: int) -> list:
+        """The next ``n`` (key, value) records, wrapping to the first after the last (one call per batch)."""
+        out = []
+        while len(out) < n:
+            kv = self.current()
+            out.append(kv)
+            if len(out) < n:
+                out.extend(self._take(n - len(out)))
+            self.next()
+        return out
+
+    def _take(self, n: int) -> list:
+        # the records after the current one, up to the end of the database (the cursor stays on the last taken)
+        got = []
+        it = self.cursor.iternext(keys=True, values=True)
+        next(it)  # iternext starts at the current record, already taken
+        for kv in it:
+            got.append(kv)
+            if len(got) == n:
+                break
+        if got:
+            self.cursor.set_key(got[-1][0])
+        return got
+
     def close(self):
         if self._closed:
             return

@@ -35,18 +35,54 @@ class DatumBatchLoader:
     def close(self):
         self.reader.close()
 
+    def _at(self, key):
+        return f"{self.where}: record {key.decode('utf-8', 'replace')!r} of '{self.reader.path}'"
+
     def __call__(self):
-        items, labels = [], []
-        for _ in range(self.batch_size):
-            key, val = self.reader.read()
-            at = f"{self.where}: record {key.decode('utf-8', 'replace')!r} of '{self.reader.path}'"
-            d = parse_datum(val, at)
-            items.append(datum_to_array(d, self.color, at))
-            labels.append(d.label)
-        out = [torch.from_numpy(self.transformer.transform(_stack(items, self.where, "record")))]
+        records = self.reader.read_many(self.batch_size)
+        datums = [_parse_or_none(val) for _key, val in records]
+        labels = [0] * len(records)
+        raw = _raw_uint8_batch(datums)
+        if raw is not None:  # the common case (convert_mnist, convert_imageset without --encoded): one copy
+            batch = raw
+            labels = [d.label for d in datums]
+        else:
+            items = []
+            for i, ((key, val), d) in enumerate(zip(records, datums)):
+                at = self._at(key)
+                d = d if d is not None else parse_datum(val, at)  # raises the typed error with the record
+                items.append(datum_to_array(d, self.color, at))
+                labels[i] = d.label
+            batch = _stack(items, self.where, "record")
+        out = [torch.from_numpy(self.transformer.transform(batch))]
         if self.output_labels:
             out.append(torch.from_numpy(np.asarray(labels, dtype=np.float32)))
         return out
+
+
+def _parse_or_none(raw: bytes):
+    from ..proto import caffe_pb2
+    d = caffe_pb2.Datum()
+    try:
+        d.ParseFromString(raw)
+    except Exception:  # reported with the record's name by the slow path
+        return None
+    return d
+
+
+def _raw_uint8_batch(datums):
+    """(N, C, H, W) uint8 from raw (not encoded) Datums of one shape with complete ``data``; else None."""
+    if not datums or any(d is None for d in datums):
+        return None
+    d0 = datums[0]
+    c, h, w = d0.channels, d0.height, d0.width
+    n = c * h * w
+    if n <= 0:
+        return None
+    for d in datums:
+        if d.encoded or d.channels != c or d.height != h or d.width != w or len(d.data) != n:
+            return None
+    return np.frombuffer(b"".join([d.data for d in datums]), dtype=np.uint8).reshape(len(datums), c, h, w)
 
 
 class ImageListBatchLoader:
