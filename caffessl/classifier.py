@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .errors import ShapeMismatchError
 from .io.transformer import Transformer, oversample, resize_image
@@ -67,7 +68,8 @@ class Classifier(Net):
             if self.blobs[in_].shape != chunk.shape:
                 self.blobs[in_].reshape(*chunk.shape)
                 self.reshape()
-            res.append(self.forward(**{in_: chunk})[out].copy())
+            with torch.no_grad():  # classification never back-propagates: no autograd graph
+                res.append(self.forward(**{in_: chunk})[out].copy())
         return np.concatenate(res)
 
 
