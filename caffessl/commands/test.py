@@ -67,13 +67,15 @@ def run(args):
     if args.gpu is not None:
         mode.set_device(0 if args.gpu == "all" else int(args.gpu.split(",")[0]))
         mode.set_mode_gpu()
-        log.info("Use GPU with device ID %s", args.gpu)
-    else:
-        log.info("Use CPU.")
     stages = [s for s in args.stage.split(",") if s]
     net = Net(args.model, phase=TEST, level=args.level, stages=stages, allow_python=args.allow_python)
     for w in args.weights.split(","):
         net.copy_from(w)
+    # logged once the model and weights loaded, so that bad input prints exactly one line
+    if args.gpu is not None:
+        log.info("Use GPU with device ID %s", args.gpu)
+    else:
+        log.info("Use CPU.")
     if args.conv_mode:
         from ..conv_modes import set_conv_mode
         for layer, m in set_conv_mode(net, args.conv_mode).items():
