@@ -1,6 +1,6 @@
 """Training speed and peak memory: caffessl's solver vs a hand-written PyTorch loop, same net, batch and update.
 
-Run from the repository root:  python bench/train_speed.py [--iters 100] [--warmup 10]
+Run from the repository root:  python bench/train_speed.py [--iters 100] [--warmup 10] [--chunk 50] [--rounds 6]
 
 For LeNet (MNIST, batch 64) and CIFAR-10-quick (32x32x3, batch 100; random images, since no CIFAR data ships
 with the repo) each side trains ``--iters`` iterations after ``--warmup``, in its own subprocess:
@@ -10,7 +10,10 @@ with the repo) each side trains ``--iters`` iterations after ``--warmup``, in it
 * PyTorch: the same layers as torch.nn modules, the same images held in memory as one uint8 tensor (batches
   sliced and scaled in the loop), torch.optim.SGD(momentum 0.9, weight_decay 5e-4) with the biases at 2x lr.
 
-Prints images/s and peak RSS (resource.getrusage, each side in a fresh process) with the ratios.
+Speed ratio (the primary one, robust to machine noise): both sides built in ONE process, ``--rounds``
+alternating chunks of ``--chunk`` iterations each (which side goes first alternates), the median ms per
+iteration of each side; ratio = torch ms / caffessl ms. Also printed: images/s and peak RSS with each side in
+a fresh subprocess (resource.getrusage; "sep ratio" is that run's speed ratio, noisier).
 Targets: speed ratio >= 0.95, memory ratio <= 1.2.
 """
 from __future__ import annotations
@@ -89,7 +92,8 @@ def make_data(name, folder):
             db.put(b"%08d" % i, array_to_datum(x[i], int(y[i])).SerializeToString())
 
 
-def run_caffessl(name, folder, iters, warmup):
+def build_caffessl(name, folder, iters):
+    """A callable running ``n`` solver iterations (the LMDB Data layer feeds it)."""
     import caffessl
     from caffessl.io import parse_text
     from caffessl.proto import caffe_pb2
@@ -97,12 +101,17 @@ def run_caffessl(name, folder, iters, warmup):
     data = (f'layer {{ name: "data" type: "Data" top: "data" top: "label" transform_param {{ scale: 0.00390625 }}'
             f' data_param {{ source: "{folder}/lmdb" batch_size: {cfg["batch"]} backend: LMDB }} }}\n')
     sp = parse_text(f'net_param {{ name: "{name}" {data} {cfg["body"]} }} base_lr: 0.001 momentum: 0.9 '
-                    f'weight_decay: 0.0005 lr_policy: "fixed" max_iter: {iters + warmup} display: 0 '
+                    f'weight_decay: 0.0005 lr_policy: "fixed" max_iter: {iters} display: 0 '
                     f'snapshot_after_train: false', caffe_pb2.SolverParameter())
     solver = caffessl.SGDSolver(sp)
-    solver.step(warmup)
+    return solver.step
+
+
+def run_caffessl(name, folder, iters, warmup):
+    step = build_caffessl(name, folder, iters + warmup)
+    step(warmup)
     t = time.perf_counter()
-    solver.step(iters)
+    step(iters)
     return time.perf_counter() - t
 
 
@@ -117,7 +126,8 @@ def torch_model(name):
                          nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
 
 
-def run_torch(name, folder, iters, warmup):
+def build_torch(name, folder):
+    """A callable running ``n`` iterations of the hand-written PyTorch loop."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -142,12 +152,39 @@ def run_torch(name, folder, iters, warmup):
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
         opt.step()
-    for _ in range(warmup):
-        one()
+
+    def steps(n):
+        for _ in range(n):
+            one()
+    return steps
+
+
+def run_torch(name, folder, iters, warmup):
+    steps = build_torch(name, folder)
+    steps(warmup)
     t = time.perf_counter()
-    for _ in range(iters):
-        one()
+    steps(iters)
     return time.perf_counter() - t
+
+
+def interleaved(name, folder, iters, warmup, rounds):
+    """Both sides built in this one process; ``rounds`` alternating chunks of ``iters`` iterations (the side
+    going first alternates too); returns the median ms per iteration of each side."""
+    import statistics
+
+    import torch
+    torch.manual_seed(0)
+    sides = {"caffessl": build_caffessl(name, folder, (iters + 1) * rounds + warmup), "torch": build_torch(name, folder)}
+    for run in sides.values():
+        run(warmup)
+    ms = {k: [] for k in sides}
+    for r in range(rounds):
+        order = ("caffessl", "torch") if r % 2 == 0 else ("torch", "caffessl")
+        for k in order:
+            t = time.perf_counter()
+            sides[k](iters)
+            ms[k].append((time.perf_counter() - t) * 1e3 / iters)
+    return {k: statistics.median(v) for k, v in ms.items()}
 
 
 def child(side, name, folder, iters, warmup):
@@ -162,15 +199,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--chunk", type=int, default=50, help="iterations per chunk of the same-process A/B")
+    ap.add_argument("--rounds", type=int, default=6, help="chunks per side in the same-process A/B")
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "NET", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child, args.iters, args.warmup)
         return 0
-    print(f"command: python bench/train_speed.py --iters {args.iters} --warmup {args.warmup}  "
-          f"(torch {__import__('torch').__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
-    print(f"{'net':<14} {'caffessl img/s':>14} {'torch img/s':>11} {'speed ratio':>11} "
-          f"{'caffessl MB':>11} {'torch MB':>9} {'mem ratio':>9}")
+    print(f"command: python bench/train_speed.py --iters {args.iters} --warmup {args.warmup} --chunk {args.chunk} "
+          f"--rounds {args.rounds}  (torch {__import__('torch').__version__}, {os.cpu_count()} CPUs, "
+          f"{__import__('torch').get_num_threads()} threads, load {os.getloadavg()[0]:.1f})")
+    print(f"{'net':<14} {'caffessl ms/it':>14} {'torch ms/it':>11} {'speed ratio':>11} {'caffessl img/s':>14} "
+          f"{'torch img/s':>11} {'sep ratio':>9} {'caffessl MB':>11} {'torch MB':>9} {'mem ratio':>9}")
     for name in NETS:
         with tempfile.TemporaryDirectory() as folder:
             make_data(name, folder)
@@ -180,8 +220,10 @@ def main():
                                                str(args.warmup), "--child", side, name, folder], cwd=REPO,
                                               stderr=subprocess.DEVNULL, text=True)
                 res[side] = json.loads(out.strip().splitlines()[-1])
+            same = interleaved(name, folder, args.chunk, args.warmup, args.rounds)
         c, t = res["caffessl"], res["torch"]
-        print(f"{name:<14} {c['img_s']:>14.0f} {t['img_s']:>11.0f} {c['img_s'] / t['img_s']:>11.2f} "
+        print(f"{name:<14} {same['caffessl']:>14.2f} {same['torch']:>11.2f} {same['torch'] / same['caffessl']:>11.2f} "
+              f"{c['img_s']:>14.0f} {t['img_s']:>11.0f} {c['img_s'] / t['img_s']:>9.2f} "
               f"{c['rss_mb']:>11.0f} {t['rss_mb']:>9.0f} {c['rss_mb'] / t['rss_mb']:>9.2f}")
     return 0
 

@@ -23,7 +23,7 @@ from .. import mode
 from ..errors import CaffemodelFormatError, SolverConfigError, TrainingDivergedError
 from ..log import fmt_num, get_logger
 from ..proto import caffe_pb2
-from . import updates
+from . import fused, updates
 from .lr_policy import check_policy, learning_rate
 from .snapshot import SolverStateData, read_solverstate, snapshot_filename, write_solverstate, \
     write_solverstate_hdf5
@@ -203,6 +203,7 @@ class Solver:
         self.progress = None                # an object with .update(n) (tqdm), set by the CLI on a terminal
         self.last_snapshot: tuple | None = None
         self.last_regularization_term = 0.0
+        self._fused = None                  # fused.plan(self) once known (False: the per-param path)
         log.info("Solver scaffolding done.")
 
     # -- pycaffe surface ------------------------------------------------------------------------------
@@ -311,6 +312,12 @@ class Solver:
             for line in self.regularizer.sparsity_lines():
                 log.info("%s", line)
         self.clip_gradients()
+        if not display:
+            if self._fused is None:
+                self._fused = fused.plan(self) or False
+            if self._fused and fused.sgd_step(self, self._fused, rate):
+                self.last_regularization_term = 0.0
+                return 0.0
         n = len(self.params)
         norm = float(f32(1) / f32(sp.iter_size))
         term = f32(0)
