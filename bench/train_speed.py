@@ -1,6 +1,6 @@
 """Training speed and peak memory: caffessl's solver vs a hand-written PyTorch loop, same net, batch and update.
 
-Run from the repository root:  python bench/train_speed.py [--iters 100] [--warmup 10] [--chunk 50] [--rounds 6]
+Run from the repository root:  python bench/train_speed.py [--iters 100] [--warmup 10] [--chunk 20] [--rounds 15]
 
 For LeNet (MNIST, batch 64) and CIFAR-10-quick (32x32x3, batch 100; random images, since no CIFAR data ships
 with the repo) each side trains ``--iters`` iterations after ``--warmup``, in its own subprocess:
@@ -199,8 +199,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--chunk", type=int, default=50, help="iterations per chunk of the same-process A/B")
-    ap.add_argument("--rounds", type=int, default=6, help="chunks per side in the same-process A/B")
+    ap.add_argument("--chunk", type=int, default=20, help="iterations per chunk of the same-process A/B")
+    ap.add_argument("--rounds", type=int, default=15, help="chunks per side in the same-process A/B")
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "NET", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -17,6 +17,12 @@ class _Failure:
         self.exc = exc
 
 
+# after the consumer took a batch while others were still queued, wait this long before loading the next:
+# its forward pass (many short torch calls, each re-taking the GIL) then runs without this thread's Python
+# competing for the GIL, and the load falls into the backward pass, which runs without the GIL
+DEFER_S = 0.002
+
+
 def _run(load_batch, q: queue.Queue, stop: threading.Event):
     try:
         _loop(load_batch, q, stop)
@@ -28,6 +34,8 @@ def _run(load_batch, q: queue.Queue, stop: threading.Event):
 
 def _loop(load_batch, q: queue.Queue, stop: threading.Event):
     while not stop.is_set():
+        if DEFER_S and q.qsize():
+            stop.wait(DEFER_S)
         try:
             item = load_batch()
         except BaseException as e:  # handed to the consumer, which raises it in the forward
