@@ -43,9 +43,8 @@ class ParamInfo:
         self.spec = spec
         self.lr_mult = spec.lr_mult
         self.decay_mult = spec.decay_mult
-        # Net::param_groups_: convolution_param.group if the layer has a convolution_param, else 1
-        lp = layer.param
-        self.groups = lp.convolution_param.group if lp.HasField("convolution_param") else 1
+        from .sparsity.matrix import conv_groups
+        self.groups = conv_groups(layer.param)   # Net::param_groups_
         self.display_name = spec.name or f"{layer.name}/{index}"
 
     def __repr__(self):
