@@ -20,7 +20,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "onnxruntime"],
+        "test": ["pytest", "onnxruntime", "grpcio-tools"],   # grpcio-tools: the generated-code staleness test
         "plot": ["matplotlib"],
         "proto": ["grpcio-tools"],
     },
