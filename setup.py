@@ -20,7 +20,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "onnxruntime", "grpcio-tools"],   # grpcio-tools: the generated-code staleness test
+        "test": ["pytest", "onnxruntime", "grpcio-tools==1.85.1"],  # the protoc that generated caffe_pb2 (staleness test)
         "plot": ["matplotlib"],
         "proto": ["grpcio-tools"],
     },
