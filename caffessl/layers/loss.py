@@ -37,11 +37,15 @@ def normalizer(mode, outer, inner, valid_count):
     return max(1, n)
 
 
+def outer_inner_classes(shape, axis):
+    """Caffe's outer_num_ (axes before ``axis``), inner_num_ (axes after) and the class count at ``axis``."""
+    return math.prod(shape[:axis]), math.prod(shape[axis + 1:]), shape[axis]
+
+
 def check_label_count(layer, bottom_shapes):
     """Labels must number outer x inner of the prediction around ``layer.axis`` (Caffe's CHECK_EQ)."""
     shape = bottom_shapes[0]
-    outer = math.prod(shape[:layer.axis])
-    inner = math.prod(shape[layer.axis + 1:])
+    outer, inner, _ = outer_inner_classes(shape, layer.axis)
     if math.prod(bottom_shapes[1]) != outer * inner:
         layer.shape_error(f"label count {math.prod(bottom_shapes[1])} must equal outer*inner = {outer * inner} "
                           f"for prediction {tuple(shape)} (label {tuple(bottom_shapes[1])})")
@@ -75,9 +79,7 @@ class SoftmaxWithLoss(Layer):
     def forward(self, bottoms):
         x, label = bottoms
         shape = x.shape
-        outer = math.prod(shape[:self.axis])
-        inner = math.prod(shape[self.axis + 1:])
-        c = shape[self.axis]
+        outer, inner, c = outer_inner_classes(shape, self.axis)
         logp = torch.log_softmax(x.reshape(outer, c, inner), dim=1)
         lab = label.reshape(outer, inner).long()
         valid = None
@@ -126,9 +128,7 @@ class Accuracy(Layer):
     def forward(self, bottoms):
         x, label = bottoms
         shape = x.shape
-        outer = math.prod(shape[:self.axis])
-        inner = math.prod(shape[self.axis + 1:])
-        c = shape[self.axis]
+        outer, inner, c = outer_inner_classes(shape, self.axis)
         scores = x.reshape(outer, c, inner).permute(0, 2, 1).reshape(-1, c)
         lab = label.reshape(-1).long()
         keep = torch.ones_like(lab, dtype=torch.bool) if self.ignore is None else lab != self.ignore
