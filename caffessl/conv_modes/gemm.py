@@ -20,13 +20,8 @@ class DenseConv:
         return F.conv2d(x, w, b, g.stride, g.pad, g.dilation, g.group)
 
 
-class LoweredGemmConv:
+class LoweredGemmConv(DenseConv):
     """The lowering written out: im2col of the batch (K*g x N*L), then W_g (M x K) . Col_g per group."""
-    name = "LOWERED_GEMM"
-    differentiable = True
-
-    def __init__(self, geom: ConvGeometry, w: torch.Tensor):
-        self.geom = geom
 
     def __call__(self, x, w, b):
         g = self.geom
