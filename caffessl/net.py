@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import mode
+from .malloc import keep_freed_memory
 from .blob import Blob
 from .errors import (CaffeSSLError, LayerConfigError, MissingBottomError, NetGraphError, ShapeMismatchError,
                      WeightsError)
@@ -107,6 +108,7 @@ class Net:
             phase = args.pop(0)
         if args:
             raise TypeError("Net(model, [weights], phase): too many positional arguments")
+        keep_freed_memory()  # blobs keep last iteration's tensors: stop glibc trimming and refaulting them
         self.net_param_full, self.source = _load_net_param(model)
         if phase is None:
             phase = self.net_param_full.state.phase if self.net_param_full.HasField("state") else TEST
