@@ -6,12 +6,15 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..proto import caffe_pb2
 from .base import Layer, register
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 LOG_FLT_MIN = math.log(FLT_MIN)
+# nll_loss's ignore_index when no ignore_label is set: -(2**62 + 1) is no float32 value, so no label equals it
+_NO_LABEL = -(2 ** 62) - 1
 LossParameter = caffe_pb2.LossParameter
 log = logging.getLogger("caffessl")
 
@@ -82,20 +85,16 @@ class SoftmaxWithLoss(Layer):
         outer, inner, c = outer_inner_classes(shape, self.axis)
         logp = torch.log_softmax(x.reshape(outer, c, inner), dim=1)
         lab = label.reshape(outer, inner).long()
-        valid = None
-        if self.ignore is not None:
-            keep = lab != self.ignore
-            lab = torch.where(keep, lab, torch.zeros_like(lab))
-        if bool(((lab < 0) | (lab >= c)).any()):
+        ignore = self.ignore if self.ignore is not None else _NO_LABEL
+        try:  # per position -log p[label] (0 where ignored); it rejects labels outside [0, c)
+            losses = F.nll_loss(logp, lab, reduction="none", ignore_index=ignore)
+        except (IndexError, RuntimeError):
             self.fail(f"label values must lie in [0, {c}) (or equal ignore_label)")
-        picked = logp.gather(1, lab.unsqueeze(1)).squeeze(1)
-        # Caffe takes log(max(prob, FLT_MIN)) but its gradient is still prob - 1
-        picked = picked + (picked.clamp(min=LOG_FLT_MIN) - picked).detach()
-        if self.ignore is not None:
-            picked = picked * keep
-            valid = keep.sum()
-        n = normalizer(self.mode, outer, inner, valid)
-        loss = -picked.sum() / n
+        if float(losses.detach().max()) > -LOG_FLT_MIN:
+            # Caffe takes log(max(prob, FLT_MIN)) but its gradient is still prob - 1
+            losses = losses + (losses.clamp(max=-LOG_FLT_MIN) - losses).detach()
+        valid = (lab != ignore).sum() if self.ignore is not None else None
+        loss = losses.sum() / normalizer(self.mode, outer, inner, valid)
         tops = [loss]
         if len(self.param.top) > 1:
             tops.append(torch.exp(logp).reshape(shape))

@@ -99,6 +99,28 @@ def test_softmax_loss_all_ignored_divides_by_one_not_zero():
     assert loss == 0 and np.isfinite(loss)
 
 
+def test_softmax_loss_clamps_like_caffe_but_keeps_the_gradient():
+    """Caffe: loss -= log(max(prob[label], FLT_MIN)); its gradient stays prob - 1 (no clamp there)."""
+    x = np.array([[0.0, 200.0, 0.0], [1.0, 2.0, 3.0]])
+    lab = np.array([0.0, 2.0])
+    text = 'type: "SoftmaxWithLoss" bottom: "x" bottom: "l" top: "loss"'
+    (loss,), net, _ = run(text, [x, lab])
+    p = np.exp(log_softmax(x.astype(np.float64), 1))
+    expected = (-np.log(float(np.finfo(np.float32).tiny)) - np.log(p[1, 2])) / 2
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
+    net.backward()
+    grad = p.copy()
+    grad[[0, 1], [0, 2]] -= 1
+    np.testing.assert_allclose(net.blobs["x"].diff, grad / 2, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [3.0, -1.0, -100.0])
+def test_softmax_loss_rejects_labels_out_of_range(bad):
+    with pytest.raises(LayerConfigError, match=r"label values must lie in \[0, 3\)"):
+        run('type: "SoftmaxWithLoss" bottom: "x" bottom: "l" top: "loss"',
+            [RNG.standard_normal((2, 3)), np.array([0.0, bad])])
+
+
 def test_softmax_loss_with_prob_top_caffe_aborts_we_support_it():
     """Caffe 1.0 (this fork) aborts on a 2-top SoftmaxWithLoss (golden softmaxloss_2d_with_prob_top): its
     internal Softmax inherits the loss_weight list. caffessl supports it: top 0 is the loss, top 1 the
