@@ -130,6 +130,7 @@ class Net:
         self._build()
         self._last = None  # record of the last forward (for pycaffe backward)
         self._plan = None  # per-layer forward plan, built on the first forward
+        self._prefetching = [l for l in self.layers if hasattr(l, "cue_prefetch")]
         if weights:
             for w in str(weights).split(","):
                 self.copy_from(w)
@@ -374,6 +375,8 @@ class Net:
         if loss is None:
             return 0.0
         if loss.requires_grad:
+            for layer in self._prefetching:  # their threads load the next batch while backward runs
+                layer.cue_prefetch()
             loss.backward()
         return float(loss.detach())
 

@@ -17,35 +17,62 @@ class _Failure:
         self.exc = exc
 
 
-# after the consumer took a batch while others were still queued, wait this long before loading the next:
-# its forward pass (many short torch calls, each re-taking the GIL) then runs without this thread's Python
-# competing for the GIL, and the load falls into the backward pass, which runs without the GIL
+# When batches are still queued, the next load waits: the consumer's forward pass (many short torch calls, each
+# re-taking the GIL) then runs without this thread's Python competing for the GIL, and the load falls into the
+# backward pass, which runs without the GIL. A training net cues the start of its backward (``cue()``); while
+# it does (a cue came between the last two hand-outs) a load that is ahead waits for that cue -- one wake-up of
+# this thread per iteration -- otherwise it waits DEFER_S after the hand-out that made room. With the queue empty
+# (loading is the bottleneck) nothing waits.
 DEFER_S = 0.002
+CUE_TIMEOUT_S = 0.25  # a load waiting for a cue that does not come starts anyway after this
+FULL_POLL_S = 0.1     # a full queue is looked at again this often (and at every hand-out or cue)
 
 
-def _run(load_batch, q: queue.Queue, stop: threading.Event):
+class _Pace:
+    """What the consumer tells the loading thread: that it made room, whether it cues, and the cue."""
+    __slots__ = ("cued", "seen", "go")
+
+    def __init__(self):
+        self.cued = False     # a cue came between the last two hand-outs: a load that is ahead waits for one
+        self.seen = False     # a cue came since the last hand-out
+        self.go = threading.Event()
+
+    def handed_out(self):
+        self.cued, self.seen = self.seen, False
+        if not self.cued:
+            self.go.set()     # room; and a load waiting for a cue must not wait for one that stopped coming
+
+    def cue(self):
+        self.seen = True
+        self.go.set()
+
+
+def _run(load_batch, q: queue.Queue, stop: threading.Event, pace: _Pace):
     try:
-        _loop(load_batch, q, stop)
+        _loop(load_batch, q, stop, pace)
     finally:
         close = getattr(load_batch, "close", None)
         if close is not None:
             close()
 
 
-def _loop(load_batch, q: queue.Queue, stop: threading.Event):
+def _loop(load_batch, q: queue.Queue, stop: threading.Event, pace: _Pace):
     while not stop.is_set():
-        if DEFER_S and q.qsize():
+        n = q.qsize()
+        if n >= q.maxsize or (n and pace.cued):
+            pace.go.wait(FULL_POLL_S if n >= q.maxsize else CUE_TIMEOUT_S)
+            pace.go.clear()
+            if q.full() or stop.is_set():
+                continue
+            if not pace.cued and DEFER_S:  # the room came from a hand-out at the start of a forward
+                stop.wait(DEFER_S)
+        elif n and DEFER_S:
             stop.wait(DEFER_S)
         try:
             item = load_batch()
         except BaseException as e:  # handed to the consumer, which raises it in the forward
             item = _Failure(e)
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                break
-            except queue.Full:
-                continue
+        q.put(item)  # never blocks: this thread is the only producer and saw room
         if isinstance(item, _Failure):
             return
 
@@ -55,11 +82,13 @@ class Prefetcher:
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
         self._stop = threading.Event()
         self._failure = None
-        self.thread = threading.Thread(target=_run, args=(load_batch, self.queue, self._stop),
+        self._pace = _Pace()
+        self.thread = threading.Thread(target=_run, args=(load_batch, self.queue, self._stop, self._pace),
                                        name=f"caffessl-{name}", daemon=True)
         self.thread.start()
         if owner is not None:
-            self._finalizer = weakref.finalize(owner, Prefetcher._shutdown, self._stop, self.queue, self.thread)
+            self._finalizer = weakref.finalize(owner, Prefetcher._shutdown, self._stop, self.queue, self.thread,
+                                              self._pace)
 
     def get(self):
         if self._failure is not None:  # the loader failed before: the same error at every forward
@@ -67,15 +96,22 @@ class Prefetcher:
         if self._stop.is_set():
             raise RuntimeError("the prefetch thread was stopped")
         item = self.queue.get()
+        self._pace.handed_out()
         if isinstance(item, _Failure):
             self._failure = item
             self._stop.set()
             raise item.exc
         return item
 
+    def cue(self):
+        """The consumer starts its backward pass: a good time to load the next batch."""
+        self._pace.cue()
+
     @staticmethod
-    def _shutdown(stop, q, thread):
+    def _shutdown(stop, q, thread, pace=None):
         stop.set()
+        if pace is not None:
+            pace.go.set()
         while True:  # unblock a producer waiting on a full queue
             try:
                 q.get_nowait()
@@ -85,4 +121,4 @@ class Prefetcher:
             thread.join(timeout=5)
 
     def stop(self):
-        Prefetcher._shutdown(self._stop, self.queue, self.thread)
+        Prefetcher._shutdown(self._stop, self.queue, self.thread, self._pace)

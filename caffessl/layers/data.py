@@ -90,6 +90,10 @@ class PrefetchingDataLayer(DataLayerBase):
     def _tensors(self, tensors):
         return [t.to(device=self.device, dtype=self.dtype) for t in tensors]
 
+    def cue_prefetch(self):
+        if self._prefetcher is not None:
+            self._prefetcher.cue()
+
     def stop_prefetch(self):
         if self._prefetcher is not None:
             self._prefetcher.stop()
