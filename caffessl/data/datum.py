@@ -35,6 +35,107 @@ def datum_to_array(d: caffe_pb2.Datum, color=None, where: str = "datum") -> np.n
     return np.asarray(d.float_data, dtype=np.float32).reshape(c, h, w)
 
 
+_DATUM = caffe_pb2.Datum.DESCRIPTOR.fields_by_name
+F_CHANNELS, F_HEIGHT, F_WIDTH = _DATUM["channels"].number, _DATUM["height"].number, _DATUM["width"].number
+F_DATA, F_LABEL, F_ENCODED = _DATUM["data"].number, _DATUM["label"].number, _DATUM["encoded"].number
+
+
+def _raw_layout(raw: bytes):
+    """Where a raw (not encoded) uint8 Datum keeps its pixels and its label: ((c, h, w), (start, stop) of
+    the pixels, (start, stop) of the label's varint bytes or None); None for any other kind of record."""
+    from ..io.wire import _fields, _Unhandled
+    seen = {}
+    try:
+        for num, wt, val in _fields(raw, 0, len(raw)):
+            if num in seen or num not in (F_CHANNELS, F_HEIGHT, F_WIDTH, F_DATA, F_LABEL, F_ENCODED):
+                return None  # a repeated field (the last one wins), float_data or an unknown field
+            if (wt == 2) != (num == F_DATA) or (num == F_ENCODED and val != 0):
+                return None
+            seen[num] = val
+        label = _label_span(raw, F_LABEL) if F_LABEL in seen else None
+    except _Unhandled:
+        return None
+    shape = tuple(int(seen.get(f, 0)) for f in (F_CHANNELS, F_HEIGHT, F_WIDTH))
+    data = seen.get(F_DATA)
+    if data is None or min(shape) <= 0 or data[1] - data[0] != shape[0] * shape[1] * shape[2]:
+        return None
+    if F_LABEL in seen and label is None:
+        return None
+    return shape, data, label
+
+
+def _label_span(raw: bytes, field: int):
+    """(start, stop) of the varint value of the only ``field`` (varint, one-byte key) in ``raw``."""
+    from ..io.wire import _varint
+    pos = 0
+    while pos < len(raw):
+        key, vstart = _varint(raw, pos, len(raw))
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            _, stop = _varint(raw, vstart, len(raw))
+            if num == field:
+                return (vstart, stop) if vstart == pos + 1 else None
+            pos = stop
+        elif wt == 2:
+            n, start = _varint(raw, vstart, len(raw))
+            pos = start + n
+        else:
+            return None
+    return None
+
+
+class RawDatumBatches:
+    """(N, C, H, W) uint8 pixels and int64 labels of raw Datums that all have one layout (same shape, same
+    bytes everywhere except the pixels and the label's value) -- the records convert_mnist_data and
+    convert_imageset write -- without parsing each record: ``decode`` returns None when any record differs
+    (the caller then parses them one by one). The layout is read from a batch's first record once and kept
+    while the next batches' fixed bytes are the same."""
+
+    def __init__(self):
+        self._layout = None   # (record size, layout, bool mask of the fixed bytes, their values)
+
+    def _layout_for(self, first: bytes):
+        size = len(first)
+        if self._layout is not None and self._layout[0] == size:
+            _, layout, fixed, expect = self._layout
+            if np.array_equal(np.frombuffer(first, dtype=np.uint8)[fixed], expect):
+                return layout, fixed
+        layout = _raw_layout(first)
+        if layout is None:
+            return None
+        fixed = np.ones(size, dtype=bool)
+        fixed[layout[1][0]:layout[1][1]] = False
+        if layout[2] is not None:
+            fixed[layout[2][0]:layout[2][1]] = False
+        self._layout = (size, layout, fixed, np.frombuffer(first, dtype=np.uint8)[fixed].copy())
+        return layout, fixed
+
+    def decode(self, values: list):
+        if not values or len(set(map(len, values))) != 1:
+            return None
+        found = self._layout_for(values[0])
+        if found is None:
+            return None
+        ((c, h, w), (d0, d1), label), fixed = found
+        n = len(values)
+        buf = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(n, -1)
+        rest = buf[:, fixed]
+        if not (rest == rest[:1]).all():
+            return None
+        if label is None:
+            labels = np.zeros(n, dtype=np.int64)
+        else:
+            lb = buf[:, label[0]:label[1]].astype(np.uint64)
+            more = lb >= 0x80
+            if not (more[:, :-1].all() and not more[:, -1].any()):
+                return None  # a label varint of another length than the first record's
+            v = np.zeros(n, dtype=np.uint64)
+            for i in range(lb.shape[1]):
+                v |= (lb[:, i] & np.uint64(0x7F)) << np.uint64(7 * i)
+            labels = v.astype(np.uint32).view(np.int32).astype(np.int64)  # an int32, as protobuf reads it
+        return buf[:, d0:d1].reshape(n, c, h, w), labels
+
+
 def array_to_datum(chw: np.ndarray, label: int) -> caffe_pb2.Datum:
     """CVMatToDatum / convert_mnist_data: a raw uint8 Datum."""
     chw = np.ascontiguousarray(chw, dtype=np.uint8)

@@ -2,6 +2,7 @@
 whose map grows as needed (Caffe's db_lmdb.cpp doubles the map size on MDB_MAP_FULL)."""
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 
@@ -84,13 +85,9 @@ class LMDBReader:
 
     def _take(self, n: int) -> list:
         # the records after the current one, up to the end of the database (the cursor stays on the last taken)
-        got = []
         it = self.cursor.iternext(keys=True, values=True)
         next(it)  # iternext starts at the current record, already taken
-        for kv in it:
-            got.append(kv)
-            if len(got) == n:
-                break
+        got = list(itertools.islice(it, n))
         if got:
             self.cursor.set_key(got[-1][0])
         return got

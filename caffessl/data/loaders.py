@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..errors import DataSourceError
-from .datum import datum_to_array, parse_datum
+from ..proto import caffe_pb2
+from .datum import RawDatumBatches, datum_to_array, parse_datum
 
 
 def _stack(items, where, what):
@@ -31,6 +32,7 @@ class DatumBatchLoader:
         self.reader, self.transformer = reader, transformer
         self.batch_size, self.color, self.output_labels = batch_size, color, output_labels
         self.where = where
+        self._raw = RawDatumBatches()
 
     def close(self):
         self.reader.close()
@@ -40,10 +42,14 @@ class DatumBatchLoader:
 
     def __call__(self):
         records = self.reader.read_many(self.batch_size)
+        fast = self._raw.decode([val for _key, val in records])
+        if fast is not None:  # the common case (convert_mnist, convert_imageset without --encoded): no parsing
+            batch, labels = fast
+            return self._out(batch, labels)
         datums = [_parse_or_none(val) for _key, val in records]
         labels = [0] * len(records)
         raw = _raw_uint8_batch(datums)
-        if raw is not None:  # the common case (convert_mnist, convert_imageset without --encoded): one copy
+        if raw is not None:  # raw records of one shape but different layouts: one copy
             batch = raw
             labels = [d.label for d in datums]
         else:
@@ -54,6 +60,9 @@ class DatumBatchLoader:
                 items.append(datum_to_array(d, self.color, at))
                 labels[i] = d.label
             batch = _stack(items, self.where, "record")
+        return self._out(batch, labels)
+
+    def _out(self, batch, labels):
         out = [torch.from_numpy(self.transformer.transform(batch))]
         if self.output_labels:
             out.append(torch.from_numpy(np.asarray(labels, dtype=np.float32)))
@@ -61,7 +70,6 @@ class DatumBatchLoader:
 
 
 def _parse_or_none(raw: bytes):
-    from ..proto import caffe_pb2
     d = caffe_pb2.Datum()
     try:
         d.ParseFromString(raw)
