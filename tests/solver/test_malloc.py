@@ -55,8 +55,9 @@ def _faults_per_step(keep: bool):
 def test_training_steps_do_not_refault_freed_activations():
     kept, with_fix = _faults_per_step(True)
     assert kept
-    assert with_fix <= 20, f"{with_fix} minor page faults per step with the thresholds fixed"
+    # 0 on a quiet machine (up to ~25 seen while other tests ran); glibc's default gives 180-430 here
+    assert with_fix <= 60, f"{with_fix} minor page faults per step with the thresholds fixed"
     off, without = _faults_per_step(False)
     assert not off
     # the control: glibc's default behaviour is what the fix is for
-    assert without > 2 * with_fix + 50, (with_fix, without)
+    assert without > 3 * with_fix + 30, (with_fix, without)
