@@ -89,26 +89,28 @@ class RawDatumBatches:
     bytes everywhere except the pixels and the label's value) -- the records convert_mnist_data and
     convert_imageset write -- without parsing each record: ``decode`` returns None when any record differs
     (the caller then parses them one by one). The layout is read from a batch's first record once and kept
-    while the next batches' fixed bytes are the same."""
+    while the next batches' first records have the same fixed bytes."""
 
     def __init__(self):
-        self._layout = None   # (record size, layout, bool mask of the fixed bytes, their values)
+        self._layout = None   # (record size, layout, [(start, stop) of the fixed bytes], those bytes)
 
     def _layout_for(self, first: bytes):
         size = len(first)
         if self._layout is not None and self._layout[0] == size:
-            _, layout, fixed, expect = self._layout
-            if np.array_equal(np.frombuffer(first, dtype=np.uint8)[fixed], expect):
-                return layout, fixed
+            _, layout, spans, expect = self._layout
+            if b"".join(first[a:b] for a, b in spans) == expect:
+                return layout, spans
         layout = _raw_layout(first)
         if layout is None:
             return None
-        fixed = np.ones(size, dtype=bool)
-        fixed[layout[1][0]:layout[1][1]] = False
-        if layout[2] is not None:
-            fixed[layout[2][0]:layout[2][1]] = False
-        self._layout = (size, layout, fixed, np.frombuffer(first, dtype=np.uint8)[fixed].copy())
-        return layout, fixed
+        cuts = sorted([layout[1]] + ([layout[2]] if layout[2] is not None else []))
+        spans, pos = [], 0
+        for a, b in cuts:
+            spans.append((pos, a))
+            pos = b
+        spans = [(a, b) for a, b in spans + [(pos, size)] if b > a]
+        self._layout = (size, layout, spans, b"".join(first[a:b] for a, b in spans))
+        return layout, spans
 
     def decode(self, values: list):
         if not values or len(set(map(len, values))) != 1:
@@ -116,14 +118,18 @@ class RawDatumBatches:
         found = self._layout_for(values[0])
         if found is None:
             return None
-        ((c, h, w), (d0, d1), label), fixed = found
+        ((c, h, w), (d0, d1), label), spans = found
         n = len(values)
         buf = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(n, -1)
-        rest = buf[:, fixed]
-        if not (rest == rest[:1]).all():
-            return None
+        for a, b in spans:  # every record's fixed bytes equal the first record's
+            if not (buf[1:, a:b] == buf[:1, a:b]).all():
+                return None
         if label is None:
             labels = np.zeros(n, dtype=np.int64)
+        elif label[1] - label[0] == 1:  # labels 0..127: the varint is the value
+            labels = buf[:, label[0]].astype(np.int64)
+            if labels.max() >= 0x80:
+                return None
         else:
             lb = buf[:, label[0]:label[1]].astype(np.uint64)
             more = lb >= 0x80

@@ -91,7 +91,7 @@ class DataTransformer:
         else:
             h_off = np.full(n, (h - ch) // 2)
             w_off = np.full(n, (w - cw) // 2)
-        x = batch.astype(np.float32, copy=False)
+        x = batch  # uint8 stays uint8 until the first arithmetic: cast and scale in one pass (same float32 bits)
         if not mirror.any() and (h_off == h_off[0]).all() and (w_off == w_off[0]).all():
             ho, wo = int(h_off[0]) if n else 0, int(w_off[0]) if n else 0
             out = x[:, :, ho:ho + ch, wo:wo + cw]
