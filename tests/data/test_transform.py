@@ -91,6 +91,16 @@ def test_mirror_applies_in_test_phase_too_as_caffe(batch):
     np.testing.assert_array_equal(got, _reference(batch, None, None, 1, 0, [(0, 0)] * 5, mirrors))
 
 
+def test_uint8_scale_only_is_caffes_float32_product(batch):
+    """The fast path casts and scales in one pass: the same bits as float(pixel) * scale in float32."""
+    t = DataTransformer(_tp(scale=0.00390625), caffe_pb2.TRAIN, np.random.RandomState(0), "t")
+    got = t.transform(batch)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, _reference(batch, None, None, 0.00390625, 0, [(0, 0)] * 5, [False] * 5))
+    t = DataTransformer(_tp(), caffe_pb2.TRAIN, np.random.RandomState(0), "t")
+    np.testing.assert_array_equal(t.transform(batch), batch.astype(np.float32))
+
+
 def test_float_input_and_errors(tmp_path):
     x = np.random.RandomState(2).randn(2, 1, 4, 4).astype(np.float32)
     t = DataTransformer(_tp(scale=0.5), caffe_pb2.TEST, np.random.RandomState(0), "t")
