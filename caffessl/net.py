@@ -364,7 +364,8 @@ class Net:
                         if t.requires_grad and not t.is_leaf:
                             t.retain_grad()
             for t_name, w in losses:
-                term = cur[t_name].sum() * w
+                t = cur[t_name]
+                term = t if (w == 1 and t.dim() == 0) else t.sum() * w
                 loss = term if loss is None else loss + term
         return loss
 

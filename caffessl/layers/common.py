@@ -43,14 +43,15 @@ class InnerProduct(Layer):
             return self.engine.forward(bottoms)
         x = bottoms[0]
         lead = x.shape[:self.axis]
-        x2 = x.reshape(-1, self.K)
+        flat = x.dim() == 2 and self.axis == 1  # already (M, K): no reshape nodes in the graph
+        x2 = x if flat else x.reshape(-1, self.K)
         w = self.params[0]
         b = self.params[1] if len(self.params) > 1 else None
         if self.transpose:
             y = x2 @ w if b is None else torch.addmm(b, x2, w)
         else:
             y = F.linear(x2, w, b)
-        return [y.reshape(*lead, self.N)]
+        return [y if len(lead) == 1 else y.reshape(*lead, self.N)]
 
 
 @register("Softmax")

@@ -83,18 +83,26 @@ class SoftmaxWithLoss(Layer):
         x, label = bottoms
         shape = x.shape
         outer, inner, c = outer_inner_classes(shape, self.axis)
-        logp = torch.log_softmax(x.reshape(outer, c, inner), dim=1)
-        lab = label.reshape(outer, inner).long()
+        # (N, C) as it comes when it can: every reshape is one more autograd node
+        x3 = x if (x.dim() == 2 and self.axis == 1) else x.reshape(outer, c, inner)
+        logp = torch.log_softmax(x3, dim=1)
+        lab = label.reshape((outer,) if x3.dim() == 2 else (outer, inner)).long()
         ignore = self.ignore if self.ignore is not None else _NO_LABEL
-        try:  # per position -log p[label] (0 where ignored); it rejects labels outside [0, c)
-            losses = F.nll_loss(logp, lab, reduction="none", ignore_index=ignore)
+        clamp = float(logp.detach().min()) < LOG_FLT_MIN  # some -log p may exceed Caffe's -log(FLT_MIN)
+        n = normalizer(self.mode, outer, inner, None)
+        try:  # nll_loss rejects labels outside [0, c) (but ignore_label)
+            if not clamp and self.ignore is None and n in (1, outer * inner):
+                # the sum, or the sum / (outer*inner): the common case in one graph node
+                loss = F.nll_loss(logp, lab, reduction="sum" if n == 1 else "mean", ignore_index=ignore)
+            else:
+                losses = F.nll_loss(logp, lab, reduction="none", ignore_index=ignore)  # 0 where ignored
         except (IndexError, RuntimeError):
             self.fail(f"label values must lie in [0, {c}) (or equal ignore_label)")
-        if float(losses.detach().max()) > -LOG_FLT_MIN:
-            # Caffe takes log(max(prob, FLT_MIN)) but its gradient is still prob - 1
-            losses = losses + (losses.clamp(max=-LOG_FLT_MIN) - losses).detach()
-        valid = (lab != ignore).sum() if self.ignore is not None else None
-        loss = losses.sum() / normalizer(self.mode, outer, inner, valid)
+        if clamp or self.ignore is not None or n not in (1, outer * inner):
+            if clamp:  # Caffe takes log(max(prob, FLT_MIN)) but its gradient is still prob - 1
+                losses = losses + (losses.clamp(max=-LOG_FLT_MIN) - losses).detach()
+            valid = (lab != ignore).sum() if self.ignore is not None else None
+            loss = losses.sum() / normalizer(self.mode, outer, inner, valid)
         tops = [loss]
         if len(self.param.top) > 1:
             tops.append(torch.exp(logp).reshape(shape))
