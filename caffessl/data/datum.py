@@ -1,6 +1,8 @@
 """Caffe's Datum record <-> CHW arrays (raw uint8 ``data``, ``float_data``, or an ``encoded`` image)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import DataSourceError
@@ -43,45 +45,23 @@ F_DATA, F_LABEL, F_ENCODED = _DATUM["data"].number, _DATUM["label"].number, _DAT
 def _raw_layout(raw: bytes):
     """Where a raw (not encoded) uint8 Datum keeps its pixels and its label: ((c, h, w), (start, stop) of
     the pixels, (start, stop) of the label's varint bytes or None); None for any other kind of record."""
-    from ..io.wire import _fields, _Unhandled
+    from ..io.wire import _spans, _Unhandled, _varint
     seen = {}
     try:
-        for num, wt, val in _fields(raw, 0, len(raw)):
+        for num, wt, start, stop in _spans(raw, 0, len(raw)):
             if num in seen or num not in (F_CHANNELS, F_HEIGHT, F_WIDTH, F_DATA, F_LABEL, F_ENCODED):
                 return None  # a repeated field (the last one wins), float_data or an unknown field
-            if (wt == 2) != (num == F_DATA) or (num == F_ENCODED and val != 0):
+            if (wt == 2) != (num == F_DATA) or (wt != 2 and wt != 0):
                 return None
-            seen[num] = val
-        label = _label_span(raw, F_LABEL) if F_LABEL in seen else None
+            seen[num] = (start, stop)
+        value = {f: _varint(raw, *seen[f])[0] for f in (F_CHANNELS, F_HEIGHT, F_WIDTH, F_ENCODED) if f in seen}
     except _Unhandled:
         return None
-    shape = tuple(int(seen.get(f, 0)) for f in (F_CHANNELS, F_HEIGHT, F_WIDTH))
+    shape = tuple(int(value.get(f, 0)) for f in (F_CHANNELS, F_HEIGHT, F_WIDTH))
     data = seen.get(F_DATA)
-    if data is None or min(shape) <= 0 or data[1] - data[0] != shape[0] * shape[1] * shape[2]:
+    if value.get(F_ENCODED) or data is None or min(shape) <= 0 or data[1] - data[0] != math.prod(shape):
         return None
-    if F_LABEL in seen and label is None:
-        return None
-    return shape, data, label
-
-
-def _label_span(raw: bytes, field: int):
-    """(start, stop) of the varint value of the only ``field`` (varint, one-byte key) in ``raw``."""
-    from ..io.wire import _varint
-    pos = 0
-    while pos < len(raw):
-        key, vstart = _varint(raw, pos, len(raw))
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            _, stop = _varint(raw, vstart, len(raw))
-            if num == field:
-                return (vstart, stop) if vstart == pos + 1 else None
-            pos = stop
-        elif wt == 2:
-            n, start = _varint(raw, vstart, len(raw))
-            pos = start + n
-        else:
-            return None
-    return None
+    return shape, data, seen.get(F_LABEL)
 
 
 class RawDatumBatches:

@@ -40,34 +40,32 @@ def _varint(buf, pos, end):
         shift += 7
 
 
-def _fields(buf, pos, end):
-    """Yield (field number, wire type, value or (start, stop)) over buf[pos:end]."""
+def _spans(buf, pos, end):
+    """Yield (field number, wire type, start, stop) of each field's value bytes in buf[pos:end]."""
     while pos < end:
         key, pos = _varint(buf, pos, end)
         num, wt = key >> 3, key & 7
         if wt == 0:
-            val, pos = _varint(buf, pos, end)
-            yield num, wt, val
+            stop = _varint(buf, pos, end)[1]
         elif wt == 2:
             n, pos = _varint(buf, pos, end)
-            if pos + n > end:
-                raise _Unhandled
-            yield num, wt, (pos, pos + n)
-            pos += n
+            stop = pos + n
         elif wt == 5:
-            if pos + 4 > end:
-                raise _Unhandled
-            yield num, wt, (pos, pos + 4)
-            pos += 4
+            stop = pos + 4
         elif wt == 1:
-            if pos + 8 > end:
-                raise _Unhandled
-            yield num, wt, (pos, pos + 8)
-            pos += 8
+            stop = pos + 8
         else:  # groups (3, 4) and invalid wire types
             raise _Unhandled
-    if pos != end:
-        raise _Unhandled
+        if stop > end:
+            raise _Unhandled
+        yield num, wt, pos, stop
+        pos = stop
+
+
+def _fields(buf, pos, end):
+    """Yield (field number, wire type, value or (start, stop)) over buf[pos:end]."""
+    for num, wt, start, stop in _spans(buf, pos, end):
+        yield num, wt, (_varint(buf, start, stop)[0] if wt == 0 else (start, stop))
 
 
 def _int32(v):
