@@ -112,7 +112,7 @@ class Prefetcher:
         stop.set()
         if pace is not None:
             pace.go.set()
-        while True:  # unblock a producer waiting on a full queue
+        while True:  # drop the queued batches
             try:
                 q.get_nowait()
             except queue.Empty:

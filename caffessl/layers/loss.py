@@ -90,15 +90,16 @@ class SoftmaxWithLoss(Layer):
         ignore = self.ignore if self.ignore is not None else _NO_LABEL
         clamp = float(logp.detach().min()) < LOG_FLT_MIN  # some -log p may exceed Caffe's -log(FLT_MIN)
         n = normalizer(self.mode, outer, inner, None)
+        # the common case -- nothing ignored or clamped, divided by 1 or outer*inner -- is one graph node
+        fused = not clamp and self.ignore is None and n in (1, outer * inner)
         try:  # nll_loss rejects labels outside [0, c) (but ignore_label)
-            if not clamp and self.ignore is None and n in (1, outer * inner):
-                # the sum, or the sum / (outer*inner): the common case in one graph node
+            if fused:
                 loss = F.nll_loss(logp, lab, reduction="sum" if n == 1 else "mean", ignore_index=ignore)
             else:
                 losses = F.nll_loss(logp, lab, reduction="none", ignore_index=ignore)  # 0 where ignored
         except (IndexError, RuntimeError):
             self.fail(f"label values must lie in [0, {c}) (or equal ignore_label)")
-        if clamp or self.ignore is not None or n not in (1, outer * inner):
+        if not fused:
             if clamp:  # Caffe takes log(max(prob, FLT_MIN)) but its gradient is still prob - 1
                 losses = losses + (losses.clamp(max=-LOG_FLT_MIN) - losses).detach()
             valid = (lab != ignore).sum() if self.ignore is not None else None
