@@ -21,9 +21,11 @@ class _Failure:
 # re-taking the GIL) then runs without this thread's Python competing for the GIL, and the load falls into the
 # backward pass, which runs without the GIL. A training net cues the start of its backward (``cue()``); while
 # it does (a cue came between the last two hand-outs) a load that is ahead waits for that cue -- one wake-up of
-# this thread per iteration -- otherwise it waits DEFER_S after the hand-out that made room. With the queue empty
-# (loading is the bottleneck) nothing waits.
+# this thread per iteration -- otherwise it waits DEFER_S after the hand-out that made room. A load waits only
+# when it is ahead, i.e. AHEAD batches are queued: with fewer, loading is the bottleneck and any wait would add
+# to every iteration (data_loading bench, loader-bound, forward only: 0.90x -> 1.27x raw, 1.15x -> 1.55x PNG).
 DEFER_S = 0.002
+AHEAD = 2
 CUE_TIMEOUT_S = 0.25  # a load waiting for a cue that does not come starts anyway after this
 FULL_POLL_S = 0.1     # a full queue is looked at again this often (and at every hand-out or cue)
 
@@ -59,14 +61,14 @@ def _run(load_batch, q: queue.Queue, stop: threading.Event, pace: _Pace):
 def _loop(load_batch, q: queue.Queue, stop: threading.Event, pace: _Pace):
     while not stop.is_set():
         n = q.qsize()
-        if n >= q.maxsize or (n and pace.cued):
+        if n >= q.maxsize or (n >= AHEAD and pace.cued):
             pace.go.wait(FULL_POLL_S if n >= q.maxsize else CUE_TIMEOUT_S)
             pace.go.clear()
             if q.full() or stop.is_set():
                 continue
             if not pace.cued and DEFER_S:  # the room came from a hand-out at the start of a forward
                 stop.wait(DEFER_S)
-        elif n and DEFER_S:
+        elif n >= AHEAD and DEFER_S:
             stop.wait(DEFER_S)
         try:
             item = load_batch()

@@ -71,3 +71,25 @@ def test_a_loader_error_reaches_the_consumer_after_cues():
         assert seen == 3
     finally:
         pf.stop()
+
+
+def test_a_loader_bound_consumer_never_waits_for_the_deferral(monkeypatch):
+    """When loading is the bottleneck (fewer than AHEAD batches queued) the thread loads back to back: a
+    deferral there would add to every iteration (seen in session 1's code: +2 ms per batch)."""
+    monkeypatch.setattr(prefetch, "DEFER_S", 0.2)
+
+    def slow_load():
+        time.sleep(0.01)
+        return 0
+
+    pf = Prefetcher(slow_load, depth=4)
+    try:
+        pf.get()
+        t = time.perf_counter()
+        for _ in range(20):
+            pf.get()
+            time.sleep(0.005)  # the consumer's compute, shorter than a load
+        elapsed = time.perf_counter() - t
+        assert elapsed < 20 * 0.2 / 2, elapsed  # 20 deferrals alone would take 4 s; back to back ~0.2 s
+    finally:
+        pf.stop()
