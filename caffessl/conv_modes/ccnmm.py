@@ -5,10 +5,9 @@ columns ((channel, ky, kx) lowered rows with a nonzero). Two ways to run exactly
 at build time by a fixed rule on the structure (no timing, deterministic):
 
 * ``gather`` -- the kept lowered rows of a chunk of images are built by one ``index_select`` over a strided
-  view of the padded input (``lowering.LoweredRows``; dropped columns are never built), then multiplied by
-  the packed (kept rows x kept columns) weights as a 1x1 convolution (oneDNN's GEMM: on this CPU it runs
-  ~1.5-2x faster than torch.mm's MKL sgemm for these shapes), one grouped call when every group keeps as
-  many rows and columns, else one call per group;
+  view of the padded input (``lowering.LoweredRows``, padded-width rows at stride 1; dropped columns are
+  never built), then each group's packed (kept rows x kept columns) weights multiply them in one GEMM
+  (``matmul.mm``: oneDNN's matmul, ~2x torch.mm's MKL sgemm on the benchmark machine);
 * ``conv``   -- when the dropped columns are (mostly) whole input channels, a smaller dense convolution
   (kept filters x kept input channels, the few zero columns inside kept channels kept) -- oneDNN's direct
   conv, whose efficiency the gather path cannot match. Chosen when its FLOPs are at most ``CONV_SLACK``
@@ -16,7 +15,7 @@ at build time by a fixed rule on the structure (no timing, deterministic):
 
 Packed outputs are scattered to their filters with ``index_copy_``; all-zero filters output their bias
 (Caffe writes 0 there and adds the bias afterwards). Images are processed in chunks whose temporaries stay
-under ``lowering.CHUNK_BYTES``, so peak memory stays at the dense conv's.
+under ``lowering.CHUNK_BYTES``, so peak memory stays at or below the dense conv's.
 """
 from __future__ import annotations
 
@@ -36,6 +35,8 @@ from .lowering import (
     weight_matrix,
 )
 
+from .matmul import mm
+
 log = logging.getLogger("caffessl")
 
 # conv path when its FLOPs (kept rows x kept channels x kh*kw) <= CONV_SLACK x the gather path's FLOPs
@@ -46,8 +47,9 @@ CONV_SLACK = 1.5
 
 @dataclass
 class _Part:
-    """One conv call: output rows ``rows`` (global filter indices) from ``weight`` with ``groups`` groups;
-    ``chans`` the input channels it reads (conv path; None = all) or ``cols`` its lowered-row slice (gather)."""
+    """One call: output rows ``rows`` (global filter indices). Conv path: ``weight`` (R, Ck, kh, kw) with
+    ``groups`` groups reading input channels ``chans`` (None = all). Gather path: one group's packed
+    ``weight`` (R, K') times its slice ``cols`` of the kept lowered rows."""
     rows: torch.Tensor
     weight: torch.Tensor
     groups: int = 1
@@ -87,23 +89,22 @@ class CCNMMConv:
             self.lowered = LoweredRows(st.col_kept, geom)
             self.pad_buf = PadBuffer()
             cols = [st.col_kept[gi].nonzero().squeeze(1) for gi in range(g)]
-            blocks = [wm[gi][ri[gi]][:, cols[gi]][:, :, None, None] for gi in range(g)]   # (R_g, K'_g, 1, 1)
             starts = [0] + torch.cumsum(k, 0).tolist()
-            uniform = len(set(r.tolist())) == 1 and len(set(k.tolist())) == 1
-        if self.rows == 0:
-            pass                                                             # bias-only output
+            for gi in range(g):                                              # one GEMM per group
+                if int(r[gi]):
+                    self.parts.append(_Part(ri[gi] + gi * geom.M, wm[gi][ri[gi]][:, cols[gi]].contiguous(),
+                                            cols=(starts[gi], starts[gi + 1])))
+        if self.variant == "gather" or self.rows == 0:
+            pass                                                             # built above / bias-only output
         elif uniform:                                                        # one grouped call
-            all_chans = torch.cat(chans) if self.variant == "conv" else None
-            if all_chans is not None and all_chans.numel() == geom.channels:
+            all_chans = torch.cat(chans)
+            if all_chans.numel() == geom.channels:
                 all_chans = None
-            self.parts.append(_Part(kept, torch.cat(blocks).contiguous(), g, all_chans,
-                                    (0, int(k.sum()))))
+            self.parts.append(_Part(kept, torch.cat(blocks).contiguous(), g, all_chans))
         else:
             for gi in range(g):
                 if int(r[gi]):
-                    self.parts.append(_Part(ri[gi] + gi * geom.M, blocks[gi].contiguous(), 1,
-                                            chans[gi] if self.variant == "conv" else None,
-                                            (0, 0) if self.variant == "conv" else (starts[gi], starts[gi + 1])))
+                    self.parts.append(_Part(ri[gi] + gi * geom.M, blocks[gi].contiguous(), 1, chans[gi]))
         self.identity = self.row_idx is None and len(self.parts) == 1      # output rows = the part's rows
         log.debug("%s CCNMM %s: left_cols=%s left_rows=%s", layer_name, self.variant, self.left_cols, r.tolist())
 
@@ -116,8 +117,9 @@ class CCNMMConv:
             inp = sum(p.chans.numel() for p in self.parts if p.chans is not None) * h * w
             return (inp + out_rows) * el
         ph, pw = g.pad
-        padded = g.channels * (h + 2 * ph) * (w + 2 * pw) if (ph or pw) else 0
-        return (sum(self.left_cols) * oh * ow + self.rows * oh * ow + padded) * el
+        wide = (w + 2 * pw) if self.lowered.wide else ow          # a lowered row's width per output row
+        padded = g.channels * (h + 2 * ph) * (w + 2 * pw)
+        return (sum(self.left_cols) * oh * wide + self.rows * oh * wide + padded) * el
 
     def _out(self, x, b, shape):
         """The output buffer; the parts write the kept filters' rows, so only the dropped filters' rows are
@@ -163,19 +165,21 @@ class CCNMMConv:
 
     def _gather(self, x, biases, chunks, shape, b):
         g = self.geom
-        n, o, oh, ow = shape
-        if self.identity and n == 1:                 # one image, every filter kept: the 1x1 conv is the output
-            p = self.parts[0]
-            cols = self.lowered(padded_images(x, g, 0, 1, self.pad_buf), oh, ow)
-            return F.conv2d(cols.view(1, -1, oh, ow), p.weight, biases[0], 1, 0, 1, p.groups)
+        _, _, oh, ow = shape
         out = self._out(x, b, shape)
+        lowered = self.lowered
         for i, m in chunks:
-            cols = self.lowered(padded_images(x, g, i, m, self.pad_buf), oh, ow)           # (K', m, oh, ow)
-            dst = out[i:i + m].view(m, o, oh * ow).transpose(0, 1)           # (O, m, L) view
+            xp = padded_images(x, g, i, m, self.pad_buf, lowered.slack)
+            cols = lowered(xp, oh, ow)                                       # (K', m, oh, ow or Wp)
+            wl = cols.shape[3]
+            cols = cols.view(cols.shape[0], m * oh * wl)
+            dst = out[i:i + m].transpose(0, 1)                               # (O, m, oh, ow) view
             for p, bp in zip(self.parts, biases):
                 c0, c1 = p.cols
-                y = F.conv2d(cols[c0:c1].view(1, c1 - c0, m * oh, ow), p.weight, bp, 1, 0, 1, p.groups)
-                y = y.view(-1, m, oh * ow)                                   # (R_p, m, L)
+                y = mm(p.weight, cols[c0:c1])                                # (R_p, m*oh*wl)
+                if bp is not None:
+                    y += bp[:, None]
+                y = y.view(-1, m, oh, wl)[..., :ow]
                 if self.identity:
                     dst.copy_(y)
                 else:

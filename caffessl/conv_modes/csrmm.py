@@ -2,11 +2,19 @@
 
 Built once from the weights: the groups' M x K blocks, restricted to the lowered columns that hold a nonzero,
 become ONE block-diagonal CSR matrix (O x sum of kept columns) -- so a grouped conv is a single sparse
-multiply. Forward gathers those lowered rows of the whole batch and computes CSR . Col:
+multiply. Forward gathers those lowered rows of a chunk of images and computes CSR . Col:
 
 * CPU: MKL's ``mkl_sparse_s_mm`` through ctypes (``mkl.py``) -- the faster route in bench/conv_modes.py;
   torch's CSR matmul is the fallback, with one logging.warning, when libmkl_rt cannot be loaded;
 * CUDA: torch's CSR matmul (cuSPARSE).
+
+``direct`` (CPU, MKL, stride 1 -- conv2-5 of AlexNet): the same sum without the lowering. Per kernel position
+(ky, kx) the weights W[:, :, ky, kx] form a block-diagonal CSR matrix A_p (O x C); the padded images are laid
+out (C, images, Hp, Wp), so that the input rows shifted by that position are a strided view of it (one row
+per channel, row stride images*Hp*Wp, start offset ky*dh*Wp + kx*dw), which MKL reads in place (ldb); the
+output Out (O x images*Hp*Wp) accumulates A_p . X_p over positions (beta = 1), and the valid (oh x ow) window
+of each image is cropped out of it. Nothing of size K x N is written: on AlexNet's layers it runs 1.1-1.7x
+the lowered form (bench/conv_modes.py); the (Hp*Wp)/(oh*ow) extra columns are the price.
 """
 from __future__ import annotations
 
@@ -16,12 +24,23 @@ import warnings
 import torch
 
 from . import mkl
-from .lowering import ConvGeometry, LoweredRows, image_chunks, padded_images, structure, weight_matrix
+from .lowering import (
+    ConvGeometry,
+    LoweredRows,
+    PadBuffer,
+    image_chunks,
+    padded_images,
+    structure,
+    weight_matrix,
+)
 
 log = logging.getLogger("caffessl")
 _warned = False
 
 CPU_BACKEND = "mkl"     # "mkl" or "torch": the CPU route (bench/conv_modes.py compares them)
+# MKL's SpMM streams the dense operand once per output row: chunks of images whose temporaries stay
+# cache-sized run faster than the whole batch (bench/conv_modes.py).
+CHUNK_BYTES = 2 << 20
 
 
 def _warn_no_mkl():
@@ -51,11 +70,14 @@ class CSRMMConv:
     name = "LOWERED_CSRMM"
     differentiable = False
 
-    def __init__(self, geom: ConvGeometry, w: torch.Tensor, layer_name: str = "?", backend: str | None = None):
+    def __init__(self, geom: ConvGeometry, w: torch.Tensor, layer_name: str = "?", backend: str | None = None,
+                 direct: bool = True):
         self.geom = geom
+        self.direct = None
         st = self.structure = structure(w, geom.group)
         wm = weight_matrix(w.detach(), geom.group)
         self.lowered = LoweredRows(st.col_kept, geom)
+        self.pad_buf = PadBuffer()
         blocks = [wm[gi][:, st.col_kept[gi]] for gi in range(geom.group)]   # a handful of groups
         crow, col, val, self.cols = block_diagonal_csr_parts(blocks, geom.num_output)
         self.nnz = int(val.numel())
@@ -71,6 +93,8 @@ class CSRMMConv:
                 backend = "torch"
             else:
                 self.mkl = mkl.MklCsr(lib, crow.cpu(), col.cpu(), val.cpu(), geom.num_output, self.cols)
+                if direct and tuple(geom.stride) == (1, 1):
+                    self.direct = _DirectMkl(lib, w.detach(), geom)
         if backend == "torch":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -82,20 +106,62 @@ class CSRMMConv:
         x = x.contiguous()
         n, (h, wd) = x.shape[0], x.shape[2:]
         oh, ow = g.out_hw(h, wd)
-        o, l = g.num_output, oh * ow
+        o = g.num_output
         if self.cols == 0 or self.nnz == 0:
             out = x.new_zeros((n, o, oh, ow))
         else:
             ph, pw = g.pad
-            per_image = (self.cols * l + o * l + (g.channels * (h + 2 * ph) * (wd + 2 * pw) if ph or pw else 0))
+            low = self.lowered
+            wl = wd + 2 * pw if low.wide else ow                 # lowered row width per output row
+            per_image = (self.cols * oh * wl + o * oh * wl + g.channels * (h + 2 * ph) * (wd + 2 * pw))
             out = x.new_empty((n, o, oh, ow))
-            for i, m in image_chunks(n, per_image * x.element_size()):
-                cols = self.lowered(padded_images(x, g, i, m), oh, ow).view(self.cols, m * l)
-                if self.backend == "mkl":
-                    y = self.mkl.mm(cols, x.new_empty((o, m * l)))
-                else:
-                    y = torch.sparse.mm(self.csr, cols)
-                out[i:i + m].view(m, o, l).transpose(0, 1).copy_(y.view(o, m, l))
+            if self.direct is not None:
+                self.direct(x, out, oh, ow)
+            else:
+                for i, m in image_chunks(n, per_image * x.element_size(), CHUNK_BYTES):
+                    cols = low(padded_images(x, g, i, m, self.pad_buf, low.slack), oh, ow)
+                    cols = cols.view(self.cols, m * oh * wl)
+                    if self.backend == "mkl":
+                        y = self.mkl.mm(cols, x.new_empty((o, m * oh * wl)))
+                    else:
+                        y = torch.sparse.mm(self.csr, cols)
+                    out[i:i + m].transpose(0, 1).copy_(y.view(o, m, oh, wl)[..., :ow])
         if b is not None:
             out += b.reshape(1, -1, 1, 1)
         return out
+
+
+class _DirectMkl:
+    """The ``direct`` form (module docstring): one MKL CSR matrix per kernel position holding a nonzero."""
+
+    def __init__(self, lib, w: torch.Tensor, geom: ConvGeometry):
+        self.geom = geom
+        g, m = geom.group, geom.M
+        kh, kw = geom.kernel
+        self.mats = []                                   # (ky, kx, MklCsr (O x C))
+        for ky in range(kh):
+            for kx in range(kw):
+                blocks = [w[gi * m:(gi + 1) * m, :, ky, kx] for gi in range(g)]
+                crow, col, val, _ = block_diagonal_csr_parts(blocks, geom.num_output)
+                if val.numel():
+                    self.mats.append((ky, kx, mkl.MklCsr(lib, crow.cpu(), col.cpu(), val.cpu(),
+                                                         geom.num_output, geom.channels)))
+        self.pad_buf = PadBuffer()
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor, oh: int, ow: int):
+        """Fill out (N, O, oh, ow) with the bias-free convolution of x (N, C, H, W)."""
+        g = self.geom
+        n, c, h, wd = x.shape
+        (ph, pw), (dh, dw), (kh, kw) = g.pad, g.dilation, g.kernel
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        slack = (kh - 1) * dh * wp + (kw - 1) * dw       # the last channel's shifted rows read this far past it
+        o, el = g.num_output, x.element_size()
+        for i, m in image_chunks(n, (c + o) * hp * wp * el, CHUNK_BYTES):
+            xb = self.pad_buf(x[i:i + m].transpose(0, 1), ph, pw, slack)     # (C, m, Hp, Wp), contiguous
+            ncols = m * hp * wp
+            acc = x.new_empty((o, ncols))
+            beta = 0.0
+            for ky, kx, a in self.mats:
+                a.mm_raw(xb.data_ptr() + (ky * dh * wp + kx * dw) * el, ncols, ncols, beta, acc.data_ptr(), ncols)
+                beta = 1.0
+            out[i:i + m].transpose(0, 1).copy_(acc.view(o, m, hp, wp)[:, :, :oh, :ow])

@@ -11,10 +11,10 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from . import csrmm, mkl
 from .lowering import Structure
+from .matmul import linear
 
 
 def ip_matrix(w: torch.Tensor, transpose: bool) -> torch.Tensor:
@@ -34,8 +34,9 @@ class DenseIP:
         self.transpose = transpose
 
     def __call__(self, x, w, b):
-        y = x @ w if self.transpose else F.linear(x, w)
-        return y + b if b is not None else y
+        if self.transpose:
+            return x @ w + b if b is not None else x @ w
+        return linear(x, w, b)
 
 
 class _Squeezed:
@@ -68,7 +69,7 @@ class CCNMMIP(_Squeezed):
         self.wk = wm.detach().index_select(0, self.rows).index_select(1, self.cols).contiguous()
 
     def __call__(self, x, w, b):
-        return self.scatter(self.gather(x) @ self.wk.t(), x, b)
+        return self.scatter(linear(self.gather(x), self.wk), x, b)
 
 
 class CSRMMIP(_Squeezed):

@@ -96,10 +96,11 @@ def kept_column_coords(col_kept: torch.Tensor, geom: ConvGeometry):
     return (c, ky, kx), col_kept.sum(1).tolist()
 
 
-# Image chunks bound the temporaries (lowered rows, packed outputs) of the sparse kernels: a chunk's
-# temporaries stay under this many bytes (at least one image), so they stay cache-sized at batch 32 and the
-# peak memory stays near the dense conv's (bench/conv_modes.py measures both).
-CHUNK_BYTES = 2 << 20
+# Image chunks bound CCNMM's temporaries (padded images, lowered rows, packed outputs): a chunk's temporaries
+# stay under this many bytes (at least one image). bench/conv_modes.py on AlexNet at batch 32: 2 MiB chunks
+# run conv3-5 up to 2x slower (many small GEMMs), 8 MiB ones lift the peak memory above the dense conv's
+# on conv3/conv4; 4 MiB keeps it at or below. (CSRMM has its own budget, csrmm.CHUNK_BYTES.)
+CHUNK_BYTES = 4 << 20
 
 
 def image_chunks(n: int, per_image_bytes: int, budget: int | None = None):
@@ -109,32 +110,39 @@ def image_chunks(n: int, per_image_bytes: int, budget: int | None = None):
     return [(i, min(m, n - i)) for i in range(0, n, m)]
 
 
-def padded_images(x: torch.Tensor, geom: ConvGeometry, i: int, m: int, buf: "PadBuffer | None" = None):
-    """Images [i, i+m) of x, zero-padded by the conv's pad, contiguous (a view when there is no pad).
-    With ``buf`` the padded images are written into its reused zero-bordered buffer (valid until the next
-    call on that buffer) instead of a fresh ``F.pad`` (which zero-fills the whole padded chunk every call)."""
+def padded_images(x: torch.Tensor, geom: ConvGeometry, i: int, m: int, buf: "PadBuffer | None" = None,
+                  slack: int = 0):
+    """Images [i, i+m) of x, zero-padded by the conv's pad, contiguous (a view when there is no pad and no
+    buffer). With ``buf`` the padded images are written into its reused zero-bordered buffer (valid until the
+    next call on that buffer) instead of a fresh ``F.pad`` (which zero-fills the whole padded chunk every
+    call); ``slack`` zero elements then follow the images in its storage (``LoweredRows``' wide rows read
+    up to ``(kw-1)*dw`` elements past the last image)."""
     ph, pw = geom.pad
     xc = x[i:i + m]
+    if buf is not None:
+        return buf(xc, ph, pw, slack)
     if not (ph or pw):
         return xc.contiguous()
-    return buf(xc, ph, pw) if buf is not None else F.pad(xc, (pw, pw, ph, ph))
+    return F.pad(xc, (pw, pw, ph, ph))
 
 
 class PadBuffer:
-    """A padded-image buffer kept between calls: its border is zeroed once when it is (re)allocated, and
-    each call copies only the interior. One per kernel; chunks of one forward reuse it (the lowered rows
-    are gathered out of it before the next chunk is copied in)."""
+    """A padded-image buffer kept between calls: its border (and the ``slack`` elements after the images) is
+    zeroed once when it is (re)allocated, and each call copies only the interior. One per kernel; chunks of
+    one forward reuse it (the lowered rows are gathered out of it before the next chunk is copied in)."""
 
     def __init__(self):
         self.buf = None
 
-    def __call__(self, xc: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    def __call__(self, xc: torch.Tensor, ph: int, pw: int, slack: int = 0) -> torch.Tensor:
         m, c, h, w = xc.shape
         shape = (c, h + 2 * ph, w + 2 * pw)
+        per = shape[0] * shape[1] * shape[2]
         b = self.buf
         if b is None or b.shape[0] < m or tuple(b.shape[1:]) != shape or b.dtype != xc.dtype \
-                or b.device != xc.device:
-            b = self.buf = xc.new_zeros((m, *shape))
+                or b.device != xc.device or b.untyped_storage().nbytes() < (m * per + slack) * b.element_size():
+            flat = xc.new_zeros(m * per + slack)
+            b = self.buf = flat[:m * per].view(m, *shape)
         out = b[:m]
         out[:, :, ph:ph + h, pw:pw + w].copy_(xc)
         return out
@@ -148,12 +156,21 @@ class LoweredRows:
     (image, oy, ox) pattern shared by all rows. So the rows are ``index_select(0, offsets)`` over the
     strided view ``(offset, image, oy, ox)`` of the padded images -> (K', m, oh, ow), contiguous; the dropped
     rows are never built. The offsets depend on the padded image size only and are cached per size.
+
+    ``wide`` (stride 1, the common case): each row is built ``Wp`` (padded width) wide instead of ``ow`` --
+    output column ox in [ow, Wp) reads the next padded row, a value the consumer crops away -- so one image's
+    part of a row is ONE contiguous run of ``oh*Wp`` elements instead of ``oh`` runs of ``ow``: the gather
+    is a row memcpy (5-12x faster on AlexNet's conv2-5), for ``Wp/ow`` (~1.15x) more GEMM columns. It reads
+    up to ``slack`` elements past the last image: the padded images must be followed by that many zeros
+    (``PadBuffer(..., slack)``).
     """
 
     def __init__(self, col_kept: torch.Tensor, geom: ConvGeometry):
         (self.c, self.ky, self.kx), self.counts = kept_column_coords(col_kept, geom)
         self.geom = geom
         self.count = int(self.c.numel())
+        self.wide = tuple(geom.stride) == (1, 1)
+        self.slack = (geom.kernel[1] - 1) * geom.dilation[1] if self.wide else 0
         self._cache = {}
 
     def offsets(self, xp: torch.Tensor):
@@ -167,11 +184,17 @@ class LoweredRows:
         return hit
 
     def __call__(self, xp: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
-        """xp: padded contiguous images (m, C, Hp, Wp) -> kept lowered rows (K', m, oh, ow)."""
+        """xp: padded contiguous images (m, C, Hp, Wp) -> kept lowered rows (K', m, oh, ow), or
+        (K', m, oh, Wp) when ``wide`` (columns [ow, Wp) to be cropped by the consumer)."""
         off, span = self.offsets(xp)
         sn, _, sh, sw = xp.stride()
+        m = xp.shape[0]
+        if self.wide:
+            wp = xp.shape[3]
+            view = xp.as_strided((span, m, oh * wp), (1, sn, 1))
+            return view.index_select(0, off).view(-1, m, oh, wp)
         th, tw = self.geom.stride
-        view = xp.as_strided((span, xp.shape[0], oh, ow), (1, sn, th * sh, tw * sw))
+        view = xp.as_strided((span, m, oh, ow), (1, sn, th * sh, tw * sw))
         return view.index_select(0, off)
 
 

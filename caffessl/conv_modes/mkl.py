@@ -108,6 +108,12 @@ class MklCsr:
     def mm(self, b: torch.Tensor, out: torch.Tensor):
         """out (rows x n) = A . b (cols x n); both row-major contiguous float32 on the CPU."""
         n = b.shape[1]
+        self.mm_raw(b.data_ptr(), n, n, 0.0, out.data_ptr(), n)
+        return out
+
+    def mm_raw(self, b_ptr: int, n: int, ldb: int, beta: float, c_ptr: int, ldc: int):
+        """C = A . B + beta C on raw row-major float32 storage: B (cols x n) with row stride ``ldb``, C
+        (rows x n) with row stride ``ldc`` (the caller keeps both alive and in bounds)."""
         if self._hinted != n:
             self.lib.mkl_sparse_set_mm_hint(self.handle, SPARSE_OPERATION_NON_TRANSPOSE, self.DESCR,
                                             SPARSE_LAYOUT_ROW_MAJOR, n, 1000)
@@ -115,9 +121,8 @@ class MklCsr:
             self._hinted = n
         self.lib.MKL_Set_Num_Threads_Local(torch.get_num_threads())
         _check(self.lib.mkl_sparse_s_mm(SPARSE_OPERATION_NON_TRANSPOSE, 1.0, self.handle, self.DESCR,
-                                        SPARSE_LAYOUT_ROW_MAJOR, b.data_ptr(), n, n, 0.0, out.data_ptr(), n),
+                                        SPARSE_LAYOUT_ROW_MAJOR, b_ptr, n, ldb, beta, c_ptr, ldc),
                "mkl_sparse_s_mm")
-        return out
 
     def __del__(self):
         h = getattr(self, "handle", None)

@@ -15,6 +15,7 @@ GEOMS = {  # channels, num_output, kernel, stride, pad, dilation, group
     "group2_pad2_dil2": (4, 6, 3, 1, 2, 2, 2),
     "rect_1x1_group3": (6, 9, 1, 1, 0, 1, 3),
     "k5_stride3_pad1": (3, 4, 5, 3, 1, 1, 1),
+    "nopad_dil2": (4, 6, 3, 1, 0, 2, 1),     # stride 1, no pad: wide lowered rows read past the last image
 }
 
 
@@ -54,7 +55,8 @@ def assert_close(y, ref):
 
 KERNELS = {
     "ccnmm": lambda geom, w: CCNMMConv(geom, w),
-    "csrmm_mkl": lambda geom, w: CSRMMConv(geom, w, backend="mkl"),
+    "csrmm_mkl": lambda geom, w: CSRMMConv(geom, w, backend="mkl"),                 # direct at stride 1
+    "csrmm_mkl_lowered": lambda geom, w: CSRMMConv(geom, w, backend="mkl", direct=False),
     "csrmm_torch": lambda geom, w: CSRMMConv(geom, w, backend="torch"),
     "lowered_gemm": lambda geom, w: LoweredGemmConv(geom, w),
 }
@@ -64,7 +66,7 @@ KERNELS = {
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("geom_name", list(GEOMS))
 def test_conv_kernel_matches_dense_conv2d(kernel, pattern, geom_name):
-    if kernel == "csrmm_mkl" and mkl.load() is None:
+    if kernel.startswith("csrmm_mkl") and mkl.load() is None:
         pytest.skip("libmkl_rt is not loadable here (pip install mkl)")
     geom, w, b, x, ref = conv_case(geom_name, pattern)
     k = KERNELS[kernel](geom, w)
@@ -170,12 +172,21 @@ def test_ccnmm_rule_picks_conv_for_whole_channels_and_gather_for_scattered_colum
 
 
 @pytest.mark.parametrize("budget", [1, 1 << 30])
-def test_csrmm_image_chunks_match_conv2d(budget, monkeypatch):
-    from caffessl.conv_modes import lowering
-    monkeypatch.setattr(lowering, "CHUNK_BYTES", budget)
-    geom, w, b, x, ref = conv_case("group2_stride2", "u75")
-    for backend in ("torch", "mkl") if mkl.load() is not None else ("torch",):
-        assert_close(CSRMMConv(geom, w, backend=backend)(x, w, b), ref)
+@pytest.mark.parametrize("geom_name", ["group2_stride2", "group2_pad2_dil2", "nopad_dil2"])
+def test_csrmm_image_chunks_match_conv2d(budget, geom_name, monkeypatch):
+    """Every CSRMM form (MKL direct at stride 1, MKL and torch lowered) with one-image chunks and whole."""
+    from caffessl.conv_modes import csrmm
+    monkeypatch.setattr(csrmm, "CHUNK_BYTES", budget)
+    geom, w, b, x, ref = conv_case(geom_name, "u75")
+    forms = [dict(backend="torch")]
+    if mkl.load() is not None:
+        forms += [dict(backend="mkl"), dict(backend="mkl", direct=False)]
+    for form in forms:
+        k = CSRMMConv(geom, w, **form)
+        assert (k.direct is not None) == (form.get("direct", True) and form["backend"] == "mkl"
+                                          and geom.stride == (1, 1))
+        assert_close(k(x, w, b), ref)
+        assert_close(k(x[1:], w, None), ref[1:] - b.view(1, -1, 1, 1))
 
 
 def test_pad_buffer_matches_f_pad_across_reuse_and_new_sizes():
@@ -193,3 +204,49 @@ def test_pad_buffer_matches_f_pad_across_reuse_and_new_sizes():
     for hw in [(9, 11), (5, 4), (9, 11), (12, 3)]:
         x = torch.randn(2, geom.channels, *hw, generator=gen)
         assert_close(kern(x, w, b), F.conv2d(x, w, b, geom.stride, geom.pad, geom.dilation, geom.group))
+
+
+@pytest.mark.parametrize("geom_name", list(GEOMS))
+def test_lowered_rows_are_caffes_im2col_rows(geom_name):
+    """The kept lowered rows (wide at stride 1, cropped to ow) equal the matching rows of the full im2col,
+    for a chunk in the middle of the batch and for the last one (the wide rows read past it)."""
+    from caffessl.conv_modes.lowering import LoweredRows, PadBuffer, full_columns, padded_images
+    geom, w, _, _, _ = conv_case(geom_name, "rc50")
+    x = torch.randn(3, geom.channels, 9, 11, generator=torch.Generator().manual_seed(6))
+    oh, ow = geom.out_hw(9, 11)
+    st = structure(w, geom.group)
+    low = LoweredRows(st.col_kept, geom)
+    assert low.wide == (geom.stride == (1, 1))
+    full = full_columns(x, geom, oh, ow).view(geom.group * geom.K, 3, oh, ow)
+    kept = full[st.col_kept.reshape(-1)]
+    buf = PadBuffer()
+    for i, m in [(1, 1), (1, 2), (0, 3)]:
+        rows = low(padded_images(x, geom, i, m, buf, low.slack), oh, ow)
+        assert torch.equal(rows[..., :ow], kept[:, i:i + m])
+
+
+def test_matmul_routes_agree_with_torch_mm(monkeypatch):
+    """oneDNN's matmul (when torch has it) and the torch.mm fallback both give a @ b, b a row slice."""
+    from caffessl.conv_modes import matmul
+    gen = torch.Generator().manual_seed(7)
+    a, b = torch.randn(37, 53, generator=gen), torch.randn(80, 301, generator=gen)
+    ref = a.double() @ b[10:63].double()
+    routes = [True, False] if matmul.onednn_available() else [False]
+    for route in routes:
+        monkeypatch.setattr(matmul, "_ONEDNN", route)
+        torch.testing.assert_close(matmul.mm(a, b[10:63]).double(), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_linear_uses_a_differentiable_route_when_autograd_needs_it():
+    """matmul.linear = F.linear; under no_grad it may take oneDNN's op, with grad it must stay on autograd."""
+    from caffessl.conv_modes import matmul
+    gen = torch.Generator().manual_seed(8)
+    x, w, b = torch.randn(5, 33, generator=gen), torch.randn(7, 33, generator=gen), torch.randn(7, generator=gen)
+    ref = F.linear(x.double(), w.double(), b.double())
+    with torch.no_grad():
+        torch.testing.assert_close(matmul.linear(x, w, b).double(), ref, rtol=1e-5, atol=1e-5)
+    w.requires_grad_(True)
+    y = matmul.linear(x, w, b)
+    assert y.grad_fn is not None
+    y.sum().backward()
+    torch.testing.assert_close(w.grad, x.sum(0).expand(7, 33))
