@@ -7,28 +7,26 @@ unstructured zeros. Ideal speedup = dense FLOPs / CCNMM's remaining FLOPs. Also:
 deploy net (caffessl.Net) with --conv-mode auto vs dense, and CCNMM's peak memory vs dense (subprocess RSS).
 
 Timing: the machine is shared, so every rep runs dense and each sparse kernel back to back (interleaved) and
-the table shows medians (min in the JSON). OMP_WAIT_POLICY defaults to PASSIVE here: with torch's default
-spin-waiting, a 2-thread op on an oversubscribed machine loses a whole scheduler quantum (~30 ms) whenever
-its partner thread is descheduled, for dense and sparse alike (the load average is printed).
+the table shows medians (min in the JSON). OpenMP runs with the environment's OMP_WAIT_POLICY -- unset, torch's
+default (GNU OpenMP spins a while before sleeping), which is what a user gets. ``OMP_WAIT_POLICY=PASSIVE``
+(threads sleep after every parallel region) protects against an oversubscribed machine but costs every
+parallel op a 50-90 us wake-up on a quiet one: a multi-op sparse kernel pays that several times per call,
+the single-op dense conv once (the session-1 runs below were made that way; the load average is printed).
 
-    python bench/conv_modes.py [--threads 2] [--batches 1 32] [--reps 5] [--no-memory] [--no-net]
+    python bench/conv_modes.py [--threads 2] [--batches 1 32] [--reps 5] [--no-memory] [--no-net] [--no-gemm]
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
+import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")      # before torch starts its OpenMP pool
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -64,13 +62,18 @@ def sparse_weight(name, config, gen):
     return w
 
 
-def interleaved(fns: dict, reps: int) -> dict:
-    """{name: (median ms, min ms)}: one warm-up call each, then ``reps`` rounds calling every fn in turn."""
+def interleaved(fns: dict, reps: int, burst: int = 3) -> dict:
+    """{name: (median ms, min ms)}: one warm-up call each, then ``reps`` rounds calling every fn in turn,
+    ``burst`` times in a row, timing the last call of each burst (warm caches, as a layer inside a net and
+    ``caffe time`` see them; a single call right after another kernel's pass over 50-200 MB measures the
+    cache refill as much as the kernel)."""
     for f in fns.values():
         f()
     ts = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
+            for _ in range(burst - 1):
+                f()
             t0 = time.perf_counter()
             f()
             ts[k].append((time.perf_counter() - t0) * 1e3)
@@ -235,6 +238,40 @@ def net_layers(net, fns, reps):
     return rows
 
 
+def gemm_table(reps):
+    """The GEMM routes: torch.mm (MKL sgemm) vs matmul.mm (oneDNN) on CCNMM's SSL shapes at batch 32, and
+    F.linear vs matmul.linear on AlexNet's fc shapes (what InnerProduct runs without autograd)."""
+    from caffessl.conv_modes import matmul
+    gen = torch.Generator().manual_seed(2)
+    print(f"\nGEMM routes (median ms; ratio = MKL / oneDNN), oneDNN available: {matmul.onednn_available()}")
+    print(f"{'case':34} {'MKL':>8} {'oneDNN':>8} {'ratio':>6}")
+    cases = []
+    for name in ("conv2", "conv3", "conv4", "conv5"):
+        geom, h = geom_of(name)
+        st = structure(sparse_weight(name, "ssl", gen), geom.group)
+        r = int(st.row_kept.sum()) // geom.group
+        k = int(st.col_kept.sum()) // geom.group
+        oh, ow = geom.out_hw(h, h)
+        n = 32 * oh * (h + 2 * geom.pad[1])
+        a, b = torch.randn(r, k, generator=gen), torch.randn(k, n, generator=gen)
+        cases.append((f"CCNMM {name} ({r}x{k}) . ({k}x{n})", lambda a=a, b=b: torch.mm(a, b),
+                      lambda a=a, b=b: matmul.mm(a, b)))
+    for batch in (1, 32):
+        for o, k in ((4096, 9216), (4096, 4096), (1000, 4096)):
+            x, w = torch.randn(batch, k, generator=gen), torch.randn(o, k, generator=gen)
+            bb = torch.randn(o, generator=gen)
+            cases.append((f"fc {o}x{k} batch {batch}", lambda x=x, w=w, bb=bb: F.linear(x, w, bb),
+                          lambda x=x, w=w, bb=bb: matmul.linear(x, w, bb)))
+    rows = []
+    with torch.no_grad():
+        for label, f_mkl, f_dnn in cases:
+            t = interleaved({"mkl": f_mkl, "onednn": f_dnn}, reps)
+            rows.append(dict(case=label, mkl=t["mkl"][0], onednn=t["onednn"][0]))
+            print(f"{label:34} {t['mkl'][0]:8.2f} {t['onednn'][0]:8.2f} {t['mkl'][0] / t['onednn'][0]:6.2f}",
+                  flush=True)
+    return rows
+
+
 def _status_kib(field):
     with open("/proc/self/status") as f:
         for line in f:
@@ -287,18 +324,22 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-net", action="store_true")
+    ap.add_argument("--no-gemm", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--peak-child", nargs=3)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.peak_child:
         return _peak_child(a.peak_child[0], a.peak_child[1], int(a.peak_child[2]))
-    print(f"torch {torch.__version__}, {a.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
-          f"median of {a.reps} interleaved reps (ms); x = dense F.conv2d / mode; CC/id = x CC / ideal; "
+    print(f"torch {torch.__version__}, {a.threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+          f"median of {a.reps} interleaved reps, each the last of a burst of 3 calls (ms); x = dense F.conv2d / mode; CC/id = x CC / ideal; "
           f"variant = CCNMM's pick (gather | conv)")
     print("start:", load_avg(), flush=True)
     t0 = time.time()
-    res = {"layers": layer_table(a.configs, a.batches, a.reps), "load_start": os.getloadavg()}
+    res = {"load_start": os.getloadavg()}
+    if not a.no_gemm:
+        res["gemm"] = gemm_table(a.reps)
+    res["layers"] = layer_table(a.configs, a.batches, a.reps)
     if not a.no_net:
         res["net"] = whole_net(a.batches, a.reps)
     if not a.no_memory:
