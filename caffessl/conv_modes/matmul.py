@@ -37,7 +37,9 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _onednn_ok(*ts) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts) and onednn_available()
+    """CPU float32 operands, the op present, and oneDNN not switched off (torch.backends.mkldnn.flags)."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts) and onednn_available() \
+        and torch.backends.mkldnn.enabled
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:

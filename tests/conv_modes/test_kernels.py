@@ -1,5 +1,7 @@
 """Every conv_mode kernel equals dense torch conv2d / linear (Caffe: every mode must produce LOWERED_GEMM's
 output), for weight patterns from dense to all-zero, with groups, stride, pad and dilation."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -245,6 +247,12 @@ def test_linear_uses_a_differentiable_route_when_autograd_needs_it():
     ref = F.linear(x.double(), w.double(), b.double())
     with torch.no_grad():
         torch.testing.assert_close(matmul.linear(x, w, b).double(), ref, rtol=1e-5, atol=1e-5)
+    with warnings.catch_warnings():              # flags() warns about TF32 on Intel GPUs
+        warnings.simplefilter("ignore", UserWarning)
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):   # the user's switch is honoured
+            assert not matmul._onednn_ok(x, w)
+            y = matmul.linear(x, w, b)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
     w.requires_grad_(True)
     y = matmul.linear(x, w, b)
     assert y.grad_fn is not None
