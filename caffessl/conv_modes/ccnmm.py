@@ -34,7 +34,6 @@ from .lowering import (
     structure,
     weight_matrix,
 )
-
 from .matmul import mm
 
 log = logging.getLogger("caffessl")

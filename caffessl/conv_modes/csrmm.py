@@ -13,8 +13,8 @@ multiply. Forward gathers those lowered rows of a chunk of images and computes C
 out (C, images, Hp, Wp), so that the input rows shifted by that position are a strided view of it (one row
 per channel, row stride images*Hp*Wp, start offset ky*dh*Wp + kx*dw), which MKL reads in place (ldb); the
 output Out (O x images*Hp*Wp) accumulates A_p . X_p over positions (beta = 1), and the valid (oh x ow) window
-of each image is cropped out of it. Nothing of size K x N is written: on AlexNet's layers it runs 1.1-1.7x
-the lowered form (bench/conv_modes.py); the (Hp*Wp)/(oh*ow) extra columns are the price.
+of each image is cropped out of it. Nothing of size K x N is written: on AlexNet's conv3-5 it runs 1.0-1.7x
+the lowered form, on conv2 0.8-1.2x (bench/RESULTS.md); the (Hp*Wp)/(oh*ow) extra columns are the price.
 """
 from __future__ import annotations
 
@@ -91,10 +91,10 @@ class CSRMMConv:
             if lib is None:
                 _warn_no_mkl()
                 backend = "torch"
+            elif direct and tuple(geom.stride) == (1, 1):
+                self.direct = _DirectMkl(lib, w.detach(), geom)
             else:
                 self.mkl = mkl.MklCsr(lib, crow.cpu(), col.cpu(), val.cpu(), geom.num_output, self.cols)
-                if direct and tuple(geom.stride) == (1, 1):
-                    self.direct = _DirectMkl(lib, w.detach(), geom)
         if backend == "torch":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)

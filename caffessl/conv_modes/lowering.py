@@ -112,17 +112,17 @@ def image_chunks(n: int, per_image_bytes: int, budget: int | None = None):
 
 def padded_images(x: torch.Tensor, geom: ConvGeometry, i: int, m: int, buf: "PadBuffer | None" = None,
                   slack: int = 0):
-    """Images [i, i+m) of x, zero-padded by the conv's pad, contiguous (a view when there is no pad and no
-    buffer). With ``buf`` the padded images are written into its reused zero-bordered buffer (valid until the
+    """Images [i, i+m) of x, zero-padded by the conv's pad, contiguous (a view when there is neither pad nor
+    slack). With ``buf`` the padded images are written into its reused zero-bordered buffer (valid until the
     next call on that buffer) instead of a fresh ``F.pad`` (which zero-fills the whole padded chunk every
     call); ``slack`` zero elements then follow the images in its storage (``LoweredRows``' wide rows read
     up to ``(kw-1)*dw`` elements past the last image)."""
     ph, pw = geom.pad
     xc = x[i:i + m]
+    if not (ph or pw or slack):
+        return xc.contiguous()
     if buf is not None:
         return buf(xc, ph, pw, slack)
-    if not (ph or pw):
-        return xc.contiguous()
     return F.pad(xc, (pw, pw, ph, ph))
 
 
