@@ -45,7 +45,8 @@ def _onednn_ok(*ts) -> bool:
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear(x, w, b) for 2-D x; oneDNN's matmul when no autograd graph is needed (inference, test nets)."""
     ts = (x, w) if b is None else (x, w, b)
-    if _onednn_ok(*ts) and x.dim() == 2 and x.numel() and w.numel() \
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in ts)):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):     # training: checked first, cheapest
+        return F.linear(x, w, b)
+    if _onednn_ok(*ts) and x.dim() == 2 and x.numel() and w.numel():
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w.contiguous(), b, "none", [], "")
     return F.linear(x, w, b)
