@@ -110,14 +110,14 @@ class CSRMMConv:
         if self.cols == 0 or self.nnz == 0:
             out = x.new_zeros((n, o, oh, ow))
         else:
-            ph, pw = g.pad
-            low = self.lowered
-            wl = wd + 2 * pw if low.wide else ow                 # lowered row width per output row
-            per_image = (self.cols * oh * wl + o * oh * wl + g.channels * (h + 2 * ph) * (wd + 2 * pw))
             out = x.new_empty((n, o, oh, ow))
             if self.direct is not None:
                 self.direct(x, out, oh, ow)
             else:
+                ph, pw = g.pad
+                low = self.lowered
+                wl = wd + 2 * pw if low.wide else ow             # lowered row width per output row
+                per_image = self.cols * oh * wl + o * oh * wl + g.channels * (h + 2 * ph) * (wd + 2 * pw)
                 for i, m in image_chunks(n, per_image * x.element_size(), CHUNK_BYTES):
                     cols = low(padded_images(x, g, i, m, self.pad_buf, low.slack), oh, ow)
                     cols = cols.view(self.cols, m * oh * wl)
