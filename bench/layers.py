@@ -1,6 +1,9 @@
 """Forward+backward time of caffessl layers vs the plain PyTorch op on the same tensors, in the same run.
 
-    python bench/layers.py [--repeat 3] [--threads 2]
+    python bench/layers.py [--repeat 3] [--threads 2] [--inference]
+
+``--inference``: forward only without autograd (deploy/test nets), where Pooling and LRN run the chunked
+kernels of caffessl/layers/kernels.py; the rows are the CASES below plus more pooling/LRN shapes.
 
 Each row: our Layer (built from a LayerParameter, forward through its torch ops, backward by autograd) and
 the baseline torch call (F.conv2d, F.max_pool2d(ceil_mode=True), F.avg_pool2d, F.local_response_norm,
@@ -98,13 +101,65 @@ CASES = [
 ]
 
 
+def _pool(desc, shape, spec, baseline):
+    return ("Pooling " + spec.split()[1], desc, shape,
+            f'name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param {{ {spec} }}', baseline)
+
+
+INFERENCE_CASES = [c for c in CASES if c[0] != "BatchNorm"] + [
+    _pool("AlexNet pool1 1x96x55x55 k3 s2", (1, 96, 55, 55), "pool: MAX kernel_size: 3 stride: 2",
+          lambda x, l: F.max_pool2d(x, 3, 2, 0, ceil_mode=True)),
+    _pool("AlexNet pool2 32x256x27x27 k3 s2", (32, 256, 27, 27), "pool: MAX kernel_size: 3 stride: 2",
+          lambda x, l: F.max_pool2d(x, 3, 2, 0, ceil_mode=True)),
+    _pool("AlexNet pool5 32x256x13x13 k3 s2", (32, 256, 13, 13), "pool: MAX kernel_size: 3 stride: 2",
+          lambda x, l: F.max_pool2d(x, 3, 2, 0, ceil_mode=True)),
+    _pool("VGG pool1 8x64x224x224 k2 s2", (8, 64, 224, 224), "pool: MAX kernel_size: 2 stride: 2",
+          lambda x, l: F.max_pool2d(x, 2, 2, 0, ceil_mode=True)),
+    _pool("GoogLeNet 3a pool 16x192x28x28 k3 s1 p1", (16, 192, 28, 28),
+          "pool: MAX kernel_size: 3 stride: 1 pad: 1", lambda x, l: F.max_pool2d(x, 3, 1, 1, ceil_mode=True)),
+    _pool("GoogLeNet pool1 16x64x112x112 k3 s2 (ceil)", (16, 64, 112, 112), "pool: MAX kernel_size: 3 stride: 2",
+          lambda x, l: F.max_pool2d(x, 3, 2, 0, ceil_mode=True)),
+    _pool("GoogLeNet pool5 16x1024x7x7 global", (16, 1024, 7, 7), "pool: AVE kernel_size: 7 stride: 1",
+          lambda x, l: F.avg_pool2d(x, 7, 1, 0, ceil_mode=True)),
+    ("LRN", "AlexNet norm1 1x96x55x55 ls5", (1, 96, 55, 55),
+     'name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }',
+     lambda x, l: F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)),
+    ("LRN", "AlexNet norm2 32x256x27x27 ls5", (32, 256, 27, 27),
+     'name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }',
+     lambda x, l: F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)),
+    ("LRN", "GoogLeNet norm1 16x64x56x56 ls5", (16, 64, 56, 56),
+     'name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }',
+     lambda x, l: F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)),
+]
+
+
+def inference(args):
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, min of {args.repeat} interleaved runs "
+          f"(x5 for small cases) (forward only, no autograd, float32, CPU); max |ours - torch| checked")
+    print("| layer | shape | ours ms | torch ms | ratio | max abs diff |\n|---|---|---:|---:|---:|---:|")
+    with torch.no_grad():
+        for name, desc, shape, text, baseline in INFERENCE_CASES:
+            layer = make_layer(text, shape)
+            x = torch.randn(shape)
+            if name == "LRN":
+                x.mul_(10)   # AlexNet's activations: the scale term matters
+            diff = (layer.forward([x])[0] - baseline(x, layer)).abs().max().item()
+            small = x.numel() < 5e6
+            ours, theirs = timed_pair(lambda: layer.forward([x]), lambda: baseline(x, layer),
+                                      args.repeat * (5 if small else 1))
+            print(f"| {name} | {desc} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} | {diff:.1e} |", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--inference", action="store_true", help="forward only, without autograd")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.inference:
+        return inference(args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, min of {args.repeat} interleaved runs (x5 for small cases) "
           f"(forward + backward, float32, CPU)")
     print("| layer | shape | ours ms | torch ms | ratio |\n|---|---|---:|---:|---:|")

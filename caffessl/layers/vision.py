@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import ShapeMismatchError
 from ..proto import caffe_pb2
+from . import kernels
 from .base import Layer, register
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -360,6 +361,9 @@ class Pooling(Layer):
 
     def _max(self, x):
         want_mask = len(self.param.top) == 2
+        if not want_mask and self._use_kernel(x):
+            # inference: the same values, 4-12x faster than torch's op (bench/pooling_lrn.py)
+            return [kernels.pool2d(x, self.kernel, self.stride, self.pad, self.out_hw, "MAX", -FLT_MAX)]
         if self.torch_ok:
             if not want_mask:
                 return [F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode)]
@@ -381,7 +385,13 @@ class Pooling(Layer):
         inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
         return [y, torch.where(inside, r * w + c, torch.full_like(r, -1)).to(x.dtype)]
 
+    def _use_kernel(self, x):
+        return kernels.pool2d_supported(self.kernel, self.pad, x.shape[2:]) and kernels.applies(x)
+
     def _ave(self, x):
+        if self._use_kernel(x):
+            s = kernels.pool2d(x, self.kernel, self.stride, self.pad, self.out_hw, "SUM")
+            return s.div_(self._divisor(*x.shape[2:], x))
         if self.torch_ok:
             return F.avg_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode,
                                 count_include_pad=True)
@@ -494,8 +504,11 @@ class LRN(Layer):
 
     def forward(self, bottoms):
         x = bottoms[0]
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS and kernels.applies(x):
+            # inference: the same formula in cache-sized chunks, 2-4x faster (bench/pooling_lrn.py)
+            return [kernels.lrn_across_channels(x, self.size, self.alpha, self.beta, self.k)]
         if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-            # the zero-padded channel window summed with local_size shifted in-place adds: the same value as
+            # training: the zero-padded channel window summed with local_size shifted in-place adds: the same value as
             # F.local_response_norm (whose avg_pool3d is ~2x slower on CPU), differentiable by autograd
             n, c, half = self.size, x.shape[1], (self.size - 1) // 2
             sq = F.pad(x * x, (0, 0, 0, 0, half, half))
