@@ -8,6 +8,8 @@ training keeps torch's ops, whose backward routes MAX pooling's gradient to the 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 CHUNK_BYTES = 4 << 20     # input bytes per chunk (1 MiB: up to 2x slower; 8-16 MiB: no faster)
@@ -59,7 +61,7 @@ def pool2d(x: torch.Tensor, kernel, stride, pad, out_hw, method: str, fill: floa
     planes = x.reshape(n * c, h, w)
     out = x.new_empty((n, c, oh, ow))
     out_planes = out.view(n * c, oh, ow)
-    step = min(n * c, max(1, CHUNK_BYTES // max(1, h * w * x.element_size())))
+    step = max(1, min(n * c, CHUNK_BYTES // max(1, h * w * x.element_size())))
     hp, wp = ph + h + eh, pw + w + ew
     # scratch reused by every chunk: the padded planes (border = fill, written once), the column reductions
     pad_buf = x.new_full((step, hp, wp), fill) if padded else None
@@ -88,7 +90,7 @@ def lrn_across_channels(x: torch.Tensor, size: int, alpha: float, beta: float, k
     """x * (k + alpha/size * sum over the size-channel window (zero outside) of x^2)^-beta, a chunk of
     spatial positions of one or more images at a time, through two scratch buffers reused by every chunk."""
     n, c = x.shape[:2]
-    flat = x.reshape(n, c, -1)
+    flat = x.reshape(n, c, math.prod(x.shape[2:]))
     hw = flat.shape[2]
     out = torch.empty((n, c, hw), dtype=x.dtype, device=x.device)
     half = min((size - 1) // 2, c - 1)

@@ -94,3 +94,15 @@ def test_float32_beta_075_matches_pow():
     want = s.double().pow(-0.75)
     got = kernels._pow_neg_(s.clone(), 0.75, torch.empty_like(s)).double()
     assert ((got - want).abs() / want).max() < 5e-7
+
+
+def test_empty_batch_and_strided_input():
+    import torch.nn.functional as F
+    empty = torch.zeros(0, 3, 5, 5)
+    assert kernels.pool2d(empty, (3, 3), (2, 2), (1, 1), (3, 3), "MAX", -1.0).shape == (0, 3, 3, 3)
+    assert kernels.lrn_across_channels(empty, 5, 1.0, 0.75, 1.0).shape == (0, 3, 5, 5)
+    x = torch.randn(2, 3, 7, 5, dtype=torch.float64).transpose(2, 3)      # not contiguous
+    assert torch.equal(kernels.pool2d(x, (3, 3), (2, 2), (0, 0), (2, 3), "MAX", -1.0),
+                       F.max_pool2d(x, 3, 2, ceil_mode=True))
+    torch.testing.assert_close(kernels.lrn_across_channels(x, 5, 1.0, 0.75, 1.0),
+                               F.local_response_norm(x, 5, 1.0, 0.75, 1.0), rtol=1e-12, atol=0)
