@@ -86,29 +86,93 @@ def _pow_neg_(s: torch.Tensor, beta: float, scratch: torch.Tensor) -> torch.Tens
     return s.pow_(-beta)
 
 
-def lrn_across_channels(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    """x * (k + alpha/size * sum over the size-channel window (zero outside) of x^2)^-beta, a chunk of
-    spatial positions of one or more images at a time, through two scratch buffers reused by every chunk."""
-    n, c = x.shape[:2]
-    flat = x.reshape(n, c, math.prod(x.shape[2:]))
-    hw = flat.shape[2]
-    out = torch.empty((n, c, hw), dtype=x.dtype, device=x.device)
-    half = min((size - 1) // 2, c - 1)
-    a = alpha / size
-    image_bytes = max(1, c * hw * x.element_size())
-    imgs = max(1, CHUNK_BYTES // image_bytes)
-    cols = hw if imgs > 1 else max(1, hw * CHUNK_BYTES // image_bytes)
-    sq_buf = x.new_empty((min(imgs, n), c, min(cols, hw)))
-    s_buf = torch.empty_like(sq_buf)
-    for i in range(0, n, imgs):
-        for p in range(0, hw, cols):
-            xc = flat[i:i + imgs, :, p:p + cols]
-            m, _, w = xc.shape
-            sq = torch.mul(xc, xc, out=sq_buf[:m, :, :w])
-            s = torch.mul(sq, a, out=s_buf[:m, :, :w])
-            for j in range(1, half + 1):
-                s[:, j:].add_(sq[:, :-j], alpha=a)
-                s[:, :-j].add_(sq[:, j:], alpha=a)
-            _pow_neg_(s.add_(k), beta, sq)
-            torch.mul(xc, s, out=out[i:i + imgs, :, p:p + cols])
+class _Chunks:
+    """Cache-sized chunks of a (N, C, H*W) tensor -- whole images, or column ranges of one image -- with
+    scratch buffers of one chunk's shape reused by every chunk."""
+
+    def __init__(self, x: torch.Tensor):
+        self.n, self.c = x.shape[:2]
+        self.hw = math.prod(x.shape[2:])
+        image_bytes = max(1, self.c * self.hw * x.element_size())
+        self.imgs = max(1, CHUNK_BYTES // image_bytes)
+        self.cols = self.hw if self.imgs > 1 else max(1, self.hw * CHUNK_BYTES // image_bytes)
+        self.like = x
+
+    def flat(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(self.n, self.c, self.hw)
+
+    def buffers(self, count: int):
+        shape = (min(self.imgs, self.n), self.c, min(self.cols, self.hw))
+        return [self.like.new_empty(shape) for _ in range(count)]
+
+    def __iter__(self):
+        for i in range(0, self.n, self.imgs):
+            for p in range(0, self.hw, self.cols):
+                yield (slice(i, i + self.imgs), slice(None), slice(p, p + self.cols))
+
+
+def _window_sum(src: torch.Tensor, out: torch.Tensor, size: int, coef: float) -> torch.Tensor:
+    """out = coef * (sum of src over the size-channel window centred on each channel, zero outside)."""
+    torch.mul(src, coef, out=out)
+    for j in range(1, min((size - 1) // 2, src.shape[1] - 1) + 1):
+        out[:, j:].add_(src[:, :-j], alpha=coef)
+        out[:, :-j].add_(src[:, j:], alpha=coef)
+    return out
+
+
+def _fit(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return buf[:like.shape[0], :, :like.shape[2]]
+
+
+def lrn_across_channels(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                        scale: torch.Tensor | None = None) -> torch.Tensor:
+    """x * (k + alpha/size * sum over the size-channel window (zero outside) of x^2)^-beta, a chunk at a time.
+    ``scale`` (x's shape), when given, receives k + alpha/size * window sum (what the backward needs)."""
+    ch = _Chunks(x)
+    flat = ch.flat(x)
+    out = torch.empty(flat.shape, dtype=x.dtype, device=x.device)
+    sq_buf, s_buf = ch.buffers(2)
+    scale_flat = None if scale is None else ch.flat(scale)
+    for sl in ch:
+        xc = flat[sl]
+        sq = torch.mul(xc, xc, out=_fit(sq_buf, xc))
+        s = _window_sum(sq, _fit(s_buf, xc), size, alpha / size).add_(k)
+        if scale_flat is not None:
+            scale_flat[sl].copy_(s)
+        torch.mul(xc, _pow_neg_(s, beta, sq), out=out[sl])
     return out.view(x.shape)
+
+
+def lrn_across_channels_backward(x, y, scale, dy, size: int, alpha: float, beta: float) -> torch.Tensor:
+    """Caffe's CrossChannelBackward: dx = dy * scale^-beta - (2 alpha beta / size) * x * window sum of
+    (dy * y / scale), a chunk at a time."""
+    ch = _Chunks(x)
+    shape = x.shape
+    x, y, scale, dy = (ch.flat(t) for t in (x, y, scale, dy))
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    r_buf, acc_buf, p_buf = ch.buffers(3)
+    for sl in ch:
+        xc, sc, gc = x[sl], scale[sl], dy[sl]
+        r = torch.mul(gc, y[sl], out=_fit(r_buf, xc)).div_(sc)
+        acc = _window_sum(r, _fit(acc_buf, xc), size, 2.0 * alpha * beta / size).mul_(xc)
+        p = _pow_neg_(_fit(p_buf, xc).copy_(sc), beta, r)
+        torch.mul(gc, p, out=dx[sl]).sub_(acc)
+    return dx.view(shape)
+
+
+class LRNAcrossChannels(torch.autograd.Function):
+    """LRN ACROSS_CHANNELS for training: the chunked forward (keeping the scale, as Caffe does) and Caffe's
+    backward formula; 4-6x faster than autograd through the elementwise ops on AlexNet's norm1."""
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k):
+        scale = torch.empty_like(x, memory_format=torch.contiguous_format)
+        y = lrn_across_channels(x, size, alpha, beta, k, scale)
+        ctx.save_for_backward(x, y, scale)
+        ctx.params = (size, alpha, beta)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, y, scale = ctx.saved_tensors
+        return lrn_across_channels_backward(x, y, scale, dy, *ctx.params), None, None, None, None

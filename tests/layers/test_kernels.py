@@ -106,3 +106,26 @@ def test_empty_batch_and_strided_input():
                        F.max_pool2d(x, 3, 2, ceil_mode=True))
     torch.testing.assert_close(kernels.lrn_across_channels(x, 5, 1.0, 0.75, 1.0),
                                F.local_response_norm(x, 5, 1.0, 0.75, 1.0), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("shape,lrn", [((2, 6, 4, 5), (3, 2.0, 0.75, 2.0)), ((2, 3, 3, 4), (7, 1.5, 0.6, 1.0)),
+                                       ((1, 9, 2, 3), (5, 0.9, 1.3, 0.5))])
+@pytest.mark.parametrize("chunk", [kernels.CHUNK_BYTES, 5 * 8 * 6, 1])
+def test_lrn_training_function_gradcheck(shape, lrn, chunk, monkeypatch):
+    """Caffe's backward formula (chunked) against finite differences of the forward."""
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", chunk)
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: kernels.LRNAcrossChannels.apply(t, *lrn), (x,))
+
+
+def test_lrn_training_function_matches_autograd_of_the_formula():
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(3, 16, 9, 7, generator=g) * 10).requires_grad_(True)
+    dy = torch.randn(3, 16, 9, 7, generator=g)
+    y = kernels.LRNAcrossChannels.apply(x, 5, 1e-4, 0.75, 1.0)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    x64 = x.detach().double().requires_grad_(True)
+    y64 = torch.nn.functional.local_response_norm(x64, 5, 1e-4, 0.75, 1.0)
+    (dx64,) = torch.autograd.grad(y64, x64, dy.double())
+    torch.testing.assert_close(y.double(), y64, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(dx.double(), dx64, rtol=2e-5, atol=1e-6)
