@@ -1,10 +1,12 @@
-"""Inference kernels for the memory-bound layers (MAX and AVE pooling, LRN across channels).
+"""CPU kernels for the memory-bound layers: MAX and AVE pooling, LRN across channels.
 
-They give the same values as the layers' autograd formulas but work through the tensor in cache-sized
+They give the same values as the torch ops / autograd formulas but work through the tensor in cache-sized
 chunks with in-place ops, so each element crosses main memory about twice instead of once per op (AlexNet,
-batch 32, on the 2-core benchmark machine: pool1 32 -> 4 ms, norm1 73-86 -> 25-35 ms; bench/RESULTS.md).
-They build no autograd graph, so the layers call them only when no gradient is needed (``applies``):
-training keeps torch's ops, whose backward routes MAX pooling's gradient to the first maximum as Caffe does.
+batch 32, on the 2-core benchmark machine: pool1 30 -> 3.8 ms, norm1 128 -> 22 ms against torch's ops;
+bench/RESULTS.md "## Layers"). The forward kernels build no autograd graph, so the layers call them only when
+no gradient is needed (``applies``); for training, LRN across channels has its own autograd Function with
+Caffe's backward formula, and pooling keeps torch's op (its backward routes the gradient to the first maximum,
+as Caffe's does).
 """
 from __future__ import annotations
 

@@ -362,7 +362,7 @@ class Pooling(Layer):
     def _max(self, x):
         want_mask = len(self.param.top) == 2
         if not want_mask and self._use_kernel(x):
-            # inference: the same values, 4-12x faster than torch's op (bench/pooling_lrn.py)
+            # inference: the same values, MAX 5-17x, AVE 2-3x faster than torch's ops (bench/layers.py --inference)
             return [kernels.pool2d(x, self.kernel, self.stride, self.pad, self.out_hw, "MAX", -FLT_MAX)]
         if self.torch_ok:
             if not want_mask:
@@ -506,7 +506,7 @@ class LRN(Layer):
         x = bottoms[0]
         if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
             if kernels.applies(x):
-                # inference: the same formula in cache-sized chunks, 5-8x faster (bench/layers.py --inference)
+                # inference: the same formula in cache-sized chunks, 4-8x faster (bench/layers.py --inference)
                 return [kernels.lrn_across_channels(x, self.size, self.alpha, self.beta, self.k)]
             if x.device.type == "cpu":
                 # training: the chunked forward and Caffe's backward formula (bench/layers.py)
