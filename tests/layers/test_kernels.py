@@ -11,8 +11,9 @@ from tests.layers.gradcheck import build_net
 from tests.layers.test_vision import POOL_GEOMS, _caffe_pool_ref, _pool_text
 
 
-@pytest.mark.parametrize("name", case_names(prefixes=("pool_max", "pool_ave", "pool_global", "lrn_across"))
-                         or ["pool_max_k3s2_7x9", "lrn_across_ls5_a1e-4_b0.75"])
+@pytest.mark.parametrize("name", case_names(prefixes=("pool_max", "pool_ave", "pool_global", "lrn_across",
+                                                     "spp_", "net_"))
+                         or ["pool_max_k3s2_7x9", "lrn_across_ls5_a1e-4_b0.75", "net_lenet_deploy"])
 def test_golden_forward_without_graph(name, monkeypatch):
     calls = []
     for fn in ("pool2d", "lrn_across_channels"):
