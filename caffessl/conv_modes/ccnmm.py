@@ -54,6 +54,12 @@ class _Part:
     groups: int = 1
     chans: torch.Tensor | None = None
     cols: tuple = (0, 0)
+    span: tuple | None = None     # (r0, r1) when ``rows`` is the range r0..r1-1: a slice write, bias fused
+
+    def __post_init__(self):
+        r0, n = (int(self.rows[0]), self.rows.numel()) if self.rows.numel() else (0, 0)
+        if n and int(self.rows[-1]) - r0 + 1 == n:
+            self.span = (r0, r0 + n)
 
 
 class CCNMMConv:
@@ -176,11 +182,12 @@ class CCNMMConv:
             for p, bp in zip(self.parts, biases):
                 c0, c1 = p.cols
                 y = mm(p.weight, cols[c0:c1])                                # (R_p, m*oh*wl)
+                if p.span is not None:                                       # crop, add the bias, store: one pass
+                    yv = y.view(-1, m, oh, wl)[..., :ow]
+                    d = dst[p.span[0]:p.span[1]]
+                    torch.add(yv, bp.view(-1, 1, 1, 1), out=d) if bp is not None else d.copy_(yv)
+                    continue
                 if bp is not None:
                     y += bp[:, None]
-                y = y.view(-1, m, oh, wl)[..., :ow]
-                if self.identity:
-                    dst.copy_(y)
-                else:
-                    dst.index_copy_(0, p.rows, y)
+                dst.index_copy_(0, p.rows, y.view(-1, m, oh, wl)[..., :ow])
         return out
