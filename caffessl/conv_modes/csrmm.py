@@ -76,8 +76,6 @@ class CSRMMConv:
         self.direct = None
         st = self.structure = structure(w, geom.group)
         wm = weight_matrix(w.detach(), geom.group)
-        self.lowered = LoweredRows(st.col_kept, geom)
-        self.pad_buf = PadBuffer()
         blocks = [wm[gi][:, st.col_kept[gi]] for gi in range(geom.group)]   # a handful of groups
         crow, col, val, self.cols = block_diagonal_csr_parts(blocks, geom.num_output)
         self.nnz = int(val.numel())
@@ -94,12 +92,18 @@ class CSRMMConv:
             elif direct and tuple(geom.stride) == (1, 1):
                 self.direct = _DirectMkl(lib, w.detach(), geom)
             else:
+                self._lowering(st, geom)
                 self.mkl = mkl.MklCsr(lib, crow.cpu(), col.cpu(), val.cpu(), geom.num_output, self.cols)
         if backend == "torch":
+            self._lowering(st, geom)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 self.csr = torch.sparse_csr_tensor(crow, col, val, (geom.num_output, self.cols))
         self.backend = backend
+
+    def _lowering(self, st, geom):
+        self.lowered = LoweredRows(st.col_kept, geom)
+        self.pad_buf = PadBuffer()
 
     def __call__(self, x, w, b):
         g = self.geom
@@ -107,12 +111,15 @@ class CSRMMConv:
         n, (h, wd) = x.shape[0], x.shape[2:]
         oh, ow = g.out_hw(h, wd)
         o = g.num_output
+        bias = None if b is None else b.reshape(-1, 1, 1, 1)
         if self.cols == 0 or self.nnz == 0:
             out = x.new_zeros((n, o, oh, ow))
+            if b is not None:
+                out += b.reshape(1, -1, 1, 1)
         else:
             out = x.new_empty((n, o, oh, ow))
             if self.direct is not None:
-                self.direct(x, out, oh, ow)
+                self.direct(x, out, oh, ow, bias)
             else:
                 ph, pw = g.pad
                 low = self.lowered
@@ -125,10 +132,16 @@ class CSRMMConv:
                         y = self.mkl.mm(cols, x.new_empty((o, m * oh * wl)))
                     else:
                         y = torch.sparse.mm(self.csr, cols)
-                    out[i:i + m].transpose(0, 1).copy_(y.view(o, m, oh, wl)[..., :ow])
-        if b is not None:
-            out += b.reshape(1, -1, 1, 1)
+                    _store(out[i:i + m].transpose(0, 1), y.view(o, m, oh, wl)[..., :ow], bias)
         return out
+
+
+def _store(dst, y, bias):
+    """dst = y (+ bias per leading row): the crop copy and the bias add in one pass."""
+    if bias is None:
+        dst.copy_(y)
+    else:
+        torch.add(y, bias, out=dst)
 
 
 class _DirectMkl:
@@ -148,8 +161,8 @@ class _DirectMkl:
                                                          geom.num_output, geom.channels)))
         self.pad_buf = PadBuffer()
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor, oh: int, ow: int):
-        """Fill out (N, O, oh, ow) with the bias-free convolution of x (N, C, H, W)."""
+    def __call__(self, x: torch.Tensor, out: torch.Tensor, oh: int, ow: int, bias=None):
+        """Fill out (N, O, oh, ow) with the convolution of x (N, C, H, W) (+ bias, shaped (O, 1, 1, 1))."""
         g = self.geom
         n, c, h, wd = x.shape
         (ph, pw), (dh, dw), (kh, kw) = g.pad, g.dilation, g.kernel
@@ -164,4 +177,4 @@ class _DirectMkl:
             for ky, kx, a in self.mats:
                 a.mm_raw(xb.data_ptr() + (ky * dh * wp + kx * dw) * el, ncols, ncols, beta, acc.data_ptr(), ncols)
                 beta = 1.0
-            out[i:i + m].transpose(0, 1).copy_(acc.view(o, m, hp, wp)[:, :, :oh, :ow])
+            _store(out[i:i + m].transpose(0, 1), acc.view(o, m, hp, wp)[:, :, :oh, :ow], bias)
