@@ -31,6 +31,7 @@ from .lowering import (
     PadBuffer,
     image_chunks,
     padded_images,
+    store,
     structure,
     weight_matrix,
 )
@@ -183,9 +184,8 @@ class CCNMMConv:
                 c0, c1 = p.cols
                 y = mm(p.weight, cols[c0:c1])                                # (R_p, m*oh*wl)
                 if p.span is not None:                                       # crop, add the bias, store: one pass
-                    yv = y.view(-1, m, oh, wl)[..., :ow]
-                    d = dst[p.span[0]:p.span[1]]
-                    torch.add(yv, bp.view(-1, 1, 1, 1), out=d) if bp is not None else d.copy_(yv)
+                    store(dst[p.span[0]:p.span[1]], y.view(-1, m, oh, wl)[..., :ow],
+                          None if bp is None else bp.view(-1, 1, 1, 1))
                     continue
                 if bp is not None:
                     y += bp[:, None]

@@ -30,6 +30,7 @@ from .lowering import (
     PadBuffer,
     image_chunks,
     padded_images,
+    store,
     structure,
     weight_matrix,
 )
@@ -132,16 +133,8 @@ class CSRMMConv:
                         y = self.mkl.mm(cols, x.new_empty((o, m * oh * wl)))
                     else:
                         y = torch.sparse.mm(self.csr, cols)
-                    _store(out[i:i + m].transpose(0, 1), y.view(o, m, oh, wl)[..., :ow], bias)
+                    store(out[i:i + m].transpose(0, 1), y.view(o, m, oh, wl)[..., :ow], bias)
         return out
-
-
-def _store(dst, y, bias):
-    """dst = y (+ bias per leading row): the crop copy and the bias add in one pass."""
-    if bias is None:
-        dst.copy_(y)
-    else:
-        torch.add(y, bias, out=dst)
 
 
 class _DirectMkl:
@@ -177,4 +170,4 @@ class _DirectMkl:
             for ky, kx, a in self.mats:
                 a.mm_raw(xb.data_ptr() + (ky * dh * wp + kx * dw) * el, ncols, ncols, beta, acc.data_ptr(), ncols)
                 beta = 1.0
-            _store(out[i:i + m].transpose(0, 1), acc.view(o, m, hp, wp)[:, :, :oh, :ow], bias)
+            store(out[i:i + m].transpose(0, 1), acc.view(o, m, hp, wp)[:, :, :oh, :ow], bias)

@@ -234,3 +234,9 @@ def scatter_rows(y: torch.Tensor, row_idx, num_output: int, n: int, oh: int, ow:
     if bias is not None:
         out += bias.reshape(1, -1, 1)
     return out.reshape(n, num_output, oh, ow)
+
+
+def store(dst: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """dst = y, + bias (shaped to broadcast over dst's leading axis) when given: the crop copy of a GEMM
+    result into the output and its bias add in one pass."""
+    return dst.copy_(y) if bias is None else torch.add(y, bias, out=dst)
