@@ -336,11 +336,11 @@ class Net:
         for b in self.blobs.values():
             b.sync_to_device()
         cur = {}
-        if record:
-            self._last = {"first": {}, "range": (i0, i1)}
+        if record:   # what backward needs: first versions of the blobs, their producers, each layer's tensors
+            self._last = {"first": {}, "range": (i0, i1), "producer": {}, "layers": {}}
         loss = None
         blobs = self.blobs
-        for layer, bottom_plan, tops_names, losses, feeds in self._plan[i0:i1 + 1]:
+        for idx, (layer, bottom_plan, tops_names, losses, feeds) in enumerate(self._plan[i0:i1 + 1], i0):
             bottoms = []
             for b, detach in bottom_plan:
                 t = self._bottom_tensor(b, cur, record)
@@ -353,13 +353,18 @@ class Net:
             if feeds:
                 for t in tops_names:
                     self._bottom_tensor(t, cur, record)
+                    if record:
+                        self._last["producer"].setdefault(t, idx)
                 continue
+            if record:
+                self._last["layers"][idx] = (bottoms, list(tops))
             for name, t in zip(tops_names, tops):
                 cur[name] = t
                 blobs[name].set_tensor(t)
                 if record:
                     first = self._last["first"]
                     if name not in first:
+                        self._last["producer"][name] = idx
                         first[name] = t
                         if t.requires_grad and not t.is_leaf:
                             t.retain_grad()
@@ -387,17 +392,18 @@ class Net:
         return 0.0 if loss is None else float(loss.detach())
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
-        """pycaffe's backward: top diffs from kwargs (or the blobs), autograd to the inputs and params."""
-        if start is not None or end is not None:
-            raise NotImplementedError("Net.backward(start=, end=) is not supported by caffessl's autograd "
-                                      "backward; run the whole backward")
+        """pycaffe's backward: top diffs from kwargs (or the blobs), autograd to the inputs and params.
+        ``start``/``end`` (layer names) run Caffe's BackwardFromTo: from the diffs held by ``start``'s top
+        blobs (its loss weight for a loss top) down to ``end``'s bottoms; only blobs made by the layers in
+        between, and ``end``'s bottoms, get new diffs, and only those layers' param diffs accumulate."""
         if self._last is None:
             raise CaffeSSLError("backward() needs a forward() with gradients enabled first")
         for name, value in kwargs.items():
             self.blobs[name].diff[...] = value
+        if start is not None or end is not None:
+            return self._backward_range(start, end, diffs)
         first = self._last["first"]
         roots, grads = [], []
-        weighted = dict(self._loss_tops)
         for name in self.outputs:
             t = self.blobs[name].tensor
             if t.requires_grad:
@@ -410,18 +416,53 @@ class Net:
             if t.requires_grad:
                 roots.append(t)
                 grads.append(torch.full_like(t, w))
-        del weighted
         if roots:
             torch.autograd.backward(roots, grads, retain_graph=True)
-        for name, t in first.items():
-            if name in self.outputs:
-                continue
+        self._take_grads([(n, t) for n, t in first.items() if n not in self.outputs])
+        return OrderedDict((n, self.blobs[n].diff) for n in list(self.inputs) + list(diffs or []))
+
+    def _take_grads(self, named):
+        """Blob diffs = the recorded tensors' gradients (0 where none reached them); the tensors are reset."""
+        for name, t in named:
             g = t.grad
-            blob = self.blobs[name]
-            blob.set_diff_tensor(g.detach().clone() if g is not None else torch.zeros_like(t.detach()))
+            self.blobs[name].set_diff_tensor(g.detach().clone() if g is not None else torch.zeros_like(t.detach()))
             if g is not None:
                 t.grad = None
-        return OrderedDict((n, self.blobs[n].diff) for n in list(self.inputs) + list(diffs or []))
+
+    def _backward_range(self, start, end, diffs):
+        rec = self._last
+        r0, r1 = rec["range"]
+        i_s = self._layer_index(start, "backward start")
+        i_e = self._layer_index(end, "backward end")
+        i_s = r1 if i_s is None else i_s
+        i_e = 0 if i_e is None else i_e
+        names = self._layer_names
+        if i_e > i_s:
+            raise NetGraphError(f"backward: end layer '{names[i_e]}' comes after start layer '{names[i_s]}'")
+        if not (r0 <= i_e and i_s <= r1):
+            raise CaffeSSLError(f"backward from '{names[i_s]}' to '{names[i_e]}' needs a forward() with "
+                                f"gradients enabled through those layers (the last one ran "
+                                f"'{names[r0]}'..'{names[r1]}')")
+        weights = dict(self._loss_tops)
+        roots, grads = [], []
+        for name, t in zip(self.top_names[names[i_s]], rec["layers"].get(i_s, ((), ()))[1]):
+            if t.requires_grad:
+                roots.append(t)
+                grads.append(torch.full_like(t, weights[name]) if name in weights
+                             else self.blobs[name].diff_tensor.to(t.dtype))
+        # blobs made below start (first versions; start's own tops keep the diffs they were given), and
+        # end's bottoms as end read them
+        made = [(n, rec["first"][n]) for n, i in rec["producer"].items() if i_e <= i < i_s]
+        if end is None:      # down to the net's own inputs (input: fields, no producing layer)
+            made += [(n, t) for n, t in rec["first"].items() if n not in rec["producer"] and t.requires_grad]
+        ends = list(zip(self.bottom_names[names[i_e]], rec["layers"].get(i_e, ((), ()))[0]))
+        params = [p for i in range(i_e, i_s + 1) for p in self.layers[i].params if p.requires_grad]
+        wanted = [t for _, t in made + ends if t.requires_grad] + params
+        if roots and wanted:
+            torch.autograd.backward(roots, grads, retain_graph=True, inputs=wanted)
+        self._take_grads(made + [(n, t) for n, t in ends if n not in dict(made)])
+        outs = self.bottom_names[names[i_e]] if end is not None else list(self.inputs)
+        return OrderedDict((n, self.blobs[n].diff) for n in list(outs) + list(diffs or []))
 
     def clear_param_diffs(self):
         for l in self.layers:
