@@ -156,10 +156,12 @@ class ParamBlob:
         self.data[...] = value
 
     def _grad(self):
-        if self._p.grad is None:
-            self._p.grad = torch.zeros_like(self._p)
-        if self._diff is None or self._diff.t is not self._p.grad:
-            self._diff = _Mirror(self._p.grad)
+        p = self._p if self._p.is_leaf else self._p._base   # a PERMISSIVE shared param: the owner's view
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        g = p.grad if p is self._p else p.grad.view(self._p.shape)
+        if self._diff is None or self._diff.t is not p.grad and self._diff.t._base is not p.grad:
+            self._diff = _Mirror(g)
         return self._diff
 
     @property

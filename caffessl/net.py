@@ -238,13 +238,51 @@ class Net:
                 if spec.HasField("decay_mult") and spec.decay_mult != owner.decay_mult:
                     raise LayerConfigError(f"layer '{layer.name}': shared param '{pname}' has decay_mult "
                                            f"{spec.decay_mult}, its owner has {owner.decay_mult}")
-                layer.params[i] = o if tuple(o.shape) == tuple(p.shape) else o  # PERMISSIVE keeps owner's
+                if tuple(o.shape) == tuple(p.shape):
+                    layer.params[i] = o
+                else:   # PERMISSIVE, same count: the owner's storage in this layer's shape (Blob::ShareData)
+                    with torch.enable_grad():
+                        layer.params[i] = o.view(p.shape)
+                self._adopt_ssl_settings(owner, spec, layer.name, pname)
                 continue
             p.requires_grad_(spec.lr_mult != 0)
             info = ParamInfo(layer, i, p, spec)
             self.learnable_params.append(info)
             if pname:
                 self._param_owner_by_name[pname] = info
+
+    _ADOPTABLE = ("breadth_decay_mult", "kernel_shape_decay_mult", "regularization_type", "zerout_threshold")
+
+    @classmethod
+    def _adopt_ssl_settings(cls, owner, spec, lname, pname):
+        """The SSL fork's sharing rules (ssl_fork.md 2.2): a non-owner's breadth/kernel-shape multiplier or
+        regularization_type (and caffessl's zerout_threshold) must equal the owner's, or is adopted when the
+        owner left it unset; block_group_lasso on both sides is an error, on the non-owner only adopted; a
+        non-owner's decay_proto is not implemented in the fork."""
+        if spec.decay_proto:
+            raise NotImplementedError(f"layer '{lname}': decay_proto on shared param '{pname}', which is not "
+                                      f"its owner (the SSL fork aborts: NOT_IMPLEMENTED)")
+        adopted = caffe_pb2.ParamSpec()
+        adopted.CopyFrom(owner.spec)
+        changed = False
+        for f in cls._ADOPTABLE:
+            if not spec.HasField(f):
+                continue
+            if owner.spec.HasField(f):
+                if getattr(owner.spec, f) != getattr(spec, f):
+                    raise LayerConfigError(f"layer '{lname}': shared param '{pname}' has {f} {getattr(spec, f)!r}, "
+                                           f"its owner '{owner.layer_name}' has {getattr(owner.spec, f)!r}")
+            else:
+                setattr(adopted, f, getattr(spec, f))
+                changed = True
+        if len(spec.block_group_lasso):
+            if len(owner.spec.block_group_lasso):
+                raise LayerConfigError(f"layer '{lname}': duplicate block_group_lasso among shared params "
+                                       f"('{pname}', owner '{owner.layer_name}')")
+            adopted.block_group_lasso.extend(spec.block_group_lasso)
+            changed = True
+        if changed:
+            owner.spec = adopted        # a copy: the owner layer's own LayerParameter is left as written
 
     # -- pycaffe surface --------------------------------------------------------------------------
     @property
@@ -467,7 +505,7 @@ class Net:
     def clear_param_diffs(self):
         for l in self.layers:
             for p in l.params:
-                if p.grad is not None:
+                if p.is_leaf and p.grad is not None:     # a PERMISSIVE share's view: its owner's grad
                     p.grad.zero_()
 
     # -- weights ----------------------------------------------------------------------------------
