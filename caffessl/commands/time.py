@@ -21,6 +21,40 @@ def _ms(t0):
     return (time.perf_counter() - t0) * 1e3
 
 
+def timed_backward(net) -> dict:
+    """Caffe's Backward, one layer at a time from the last, on the graph the last recorded forward built:
+    per layer, autograd from its tops (the diffs its consumers produced; a loss top's is its loss weight,
+    a net output's its blob diff) to its bottoms and params only. Returns {layer name: ms}."""
+    import torch
+    rec, weights = net._last, dict(net._loss_tops)
+    ms, grads = {}, {}
+    for i in range(len(net.layers) - 1, -1, -1):
+        layer = net.layers[i]
+        name = layer.name
+        ms[name] = 0.0
+        bottoms, tops = rec["layers"].get(i, ((), ()))
+        roots, seeds = [], []
+        for top, t in zip(net.top_names[name], tops):
+            g = grads.pop(id(t), None)
+            if g is None and top in weights:
+                g = torch.full_like(t, weights[top])
+            elif g is None and top in net.outputs:
+                g = net.blobs[top].diff_tensor.to(t.dtype)
+            if g is not None and t.requires_grad:
+                roots.append(t)
+                seeds.append(g)
+        ins = [b for b in bottoms if b.requires_grad] + [p for p in layer.params if p.requires_grad]
+        if not roots or not ins:
+            continue
+        t0 = time.perf_counter()
+        res = torch.autograd.grad(roots, ins, seeds, retain_graph=True, allow_unused=True)
+        ms[name] = _ms(t0)
+        for b, g in zip(ins, res):
+            if g is not None and not isinstance(b, torch.nn.Parameter):
+                grads[id(b)] = g if id(b) not in grads else grads[id(b)] + g
+    return ms
+
+
 def layer_flops(layer, blobs):
     """(dense FLOPs, effective FLOPs, sparsity, zero rows, zero cols) for conv / IP layers, else None."""
     from ..conv_modes import active_mode
@@ -65,7 +99,16 @@ def run(args):
     if not do_backward:
         why = "a sparse conv_mode is in use" if sparse else "the net has no loss and no force_backward"
         print(f"Backward is skipped: {why}.")
+    # as caffe time: one untimed forward (and backward) first, so that allocations and primitive caches are
+    # in place (the first AlexNet iteration here takes ~2.5x a settled one)
+    print("Performing Forward")
+    with torch.set_grad_enabled(do_backward):
+        print(f"Initial loss: {net.forward_loss():g}")
+        if do_backward:
+            print("Performing Backward")
+            timed_backward(net)
     fwd = {k: 0.0 for k in names}
+    bwd = {k: 0.0 for k in names}
     total_f = total_b = 0.0
     t_all = time.perf_counter()
     for it in range(1, n + 1):
@@ -80,12 +123,15 @@ def run(args):
             if do_backward:
                 net.forward()                       # a recorded pass for autograd
                 t_b = time.perf_counter()
-                net.backward()
+                for name, t in timed_backward(net).items():
+                    bwd[name] += t
                 total_b += _ms(t_b)
         print(f"Iteration: {it} forward-backward time: {_ms(t_iter):.3f} ms.")
     print("Average time per layer: ")
     for name in names:
         print(f"{name:>10}\tforward: {fwd[name] / n:.5f} ms.")
+        if do_backward:
+            print(f"{name:>10}\tbackward: {bwd[name] / n:.5f} ms.")
     print(f"Average Forward pass: {total_f / n:.5f} ms.")
     if do_backward:
         print(f"Average Backward pass: {total_b / n:.5f} ms.")
