@@ -7,8 +7,8 @@ on (MKL picks its AVX2 kernels there, oneDNN its AVX-512 ones: 150 vs 300-380 GF
 ``_linear_pointwise(a, b.t())`` computes ``a @ b`` straight into a row-major (R x N) result -- the lowered
 output layout -- reading ``b`` (K x N, row-major) in place through the transposed view; for InnerProduct it
 is the op itself (fc6 of AlexNet: 9.2 -> 5.1 ms at batch 1, 25 -> 10 ms at batch 32). Where the op is
-missing (a torch built without oneDNN), the tensors are not CPU float32, or autograd needs a graph (the op
-has no derivative), ``torch.mm`` / ``F.linear`` are used.
+missing (a torch built without oneDNN) or the tensors are not CPU float32, ``torch.mm`` / ``F.linear`` are
+used; for training, ``linear`` wraps the op in an autograd Function whose backward multiplies through ``mm``.
 """
 from __future__ import annotations
 
@@ -42,11 +42,34 @@ def _onednn_ok(*ts) -> bool:
         and torch.backends.mkldnn.enabled
 
 
+class _Linear(torch.autograd.Function):
+    """x @ w.T + b through oneDNN, with its backward through ``mm`` too: dx = dy @ w, dw = dy.T @ x, db = the
+    column sums of dy (F.linear's backward runs MKL's sgemm: 1.3-2.2x slower on AlexNet's and LeNet's fc
+    layers here, bench/RESULTS.md "## Layers")."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        dy = dy.contiguous()
+        need_x, need_w, need_b = ctx.needs_input_grad
+        dx = mm(dy, w) if need_x else None
+        dw = mm(dy.t().contiguous(), x) if need_w else None
+        db = dy.sum(0) if ctx.has_bias and need_b else None
+        return dx, dw, db
+
+
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, w, b) for 2-D x; oneDNN's matmul when no autograd graph is needed (inference, test nets)."""
+    """F.linear(x, w, b) for 2-D x, through oneDNN's matmul where it applies (CPU float32, oneDNN on): the op
+    itself when no autograd graph is needed (inference, test nets), else ``_Linear`` (training)."""
     ts = (x, w) if b is None else (x, w, b)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):     # training: checked first, cheapest
+    if not (_onednn_ok(*ts) and x.dim() == 2 and x.numel() and w.numel()):
         return F.linear(x, w, b)
-    if _onednn_ok(*ts) and x.dim() == 2 and x.numel() and w.numel():
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w.contiguous(), b, "none", [], "")
-    return F.linear(x, w, b)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+        return _Linear.apply(x.contiguous(), w.contiguous(), b)
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w.contiguous(), b, "none", [], "")

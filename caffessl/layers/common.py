@@ -51,7 +51,7 @@ class InnerProduct(Layer):
         if self.transpose:
             y = x2 @ w if b is None else torch.addmm(b, x2, w)
         else:
-            y = linear(x2, w, b)     # F.linear; oneDNN's matmul when no gradient is needed (2x MKL here)
+            y = linear(x2, w, b)     # oneDNN's matmul (and its backward): 1.3-2.4x F.linear's MKL here
         return [y if len(lead) == 1 else y.reshape(*lead, self.N)]
 
 

@@ -258,3 +258,28 @@ def test_linear_uses_a_differentiable_route_when_autograd_needs_it():
     assert y.grad_fn is not None
     y.sum().backward()
     torch.testing.assert_close(w.grad, x.sum(0).expand(7, 33))
+
+
+@pytest.mark.parametrize("needs", [(True, True, True), (False, True, True), (True, False, False),
+                                   (False, True, False)])
+def test_linear_training_route_gradients(needs):
+    """Training through matmul.linear (oneDNN's op and its backward via mm when available) against the
+    float64 formulas dx = dy.w, dw = dy^T.x, db = sum dy; no gradient for inputs that do not need one."""
+    from caffessl.conv_modes import matmul
+    gen = torch.Generator().manual_seed(9)
+    x, w, b = (torch.randn(s, generator=gen) for s in ((6, 40), (9, 40), (9,)))
+    dy = torch.randn(6, 9, generator=gen)
+    for t, need in zip((x, w, b), needs):
+        t.requires_grad_(need)
+    y = matmul.linear(x, w, b)
+    if matmul.onednn_available():
+        assert type(y.grad_fn).__name__.startswith("_Linear")
+    y.backward(dy)
+    x64, w64, dy64 = x.detach().double(), w.detach().double(), dy.double()
+    torch.testing.assert_close(y.detach().double(), x64 @ w64.T + b.detach().double(), rtol=1e-5, atol=1e-5)
+    want = (dy64 @ w64, dy64.T @ x64, dy64.sum(0))
+    for t, need, g in zip((x, w, b), needs, want):
+        if need:
+            torch.testing.assert_close(t.grad.double(), g, rtol=1e-5, atol=1e-5)
+        else:
+            assert t.grad is None
