@@ -473,7 +473,7 @@ class Net:
         i_s = self._layer_index(start, "backward start")
         i_e = self._layer_index(end, "backward end")
         i_s = r1 if i_s is None else i_s
-        i_e = 0 if i_e is None else i_e
+        i_e = r0 if i_e is None else i_e          # Caffe: layer 0; autograd reaches what the forward recorded
         names = self._layer_names
         if i_e > i_s:
             raise NetGraphError(f"backward: end layer '{names[i_e]}' comes after start layer '{names[i_s]}'")

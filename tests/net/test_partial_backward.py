@@ -117,3 +117,19 @@ def test_deepdream_idiom_forward_end_then_backward_start(tmp_path):
     want = head.backward(start="conv1")["data"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert np.abs(got).sum() > 0
+
+
+def test_backward_start_after_a_forward_from_a_middle_layer(tmp_path):
+    """forward(start=ip1) records ip1.. only: backward(start=ip2) reaches ip1's bottom (pool1), not below."""
+    full, _, rng = _nets(tmp_path)
+    full.forward()
+    full.forward(start="ip1")
+    g = rng.standard_normal((2, 3)).astype(np.float32)
+    full.blobs["ip2"].diff[...] = g
+    full.backward(start="ip2")
+    w2, w1 = full.params["ip2"][0].data, full.params["ip1"][0].data
+    d_ip1 = (g @ w2) * (full.blobs["ip1"].data > 0)
+    np.testing.assert_allclose(full.blobs["ip1"].diff, d_ip1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(full.params["ip1"][0].diff, d_ip1.T @ full.blobs["pool1"].data.reshape(2, -1),
+                               rtol=1e-5, atol=1e-6)
+    assert not full.params["conv1"][0].diff.any()
