@@ -459,6 +459,12 @@ class Net:
         self._take_grads([(n, t) for n, t in first.items() if n not in self.outputs])
         return OrderedDict((n, self.blobs[n].diff) for n in list(self.inputs) + list(diffs or []))
 
+    def top_seed(self, name, t):
+        """The diff a backward starts from at top ``name`` (recorded tensor ``t``): a loss top's loss weight,
+        else the diff its blob holds (what Caffe's Backward reads)."""
+        w = self.blob_loss_weights.get(name, 0.0)
+        return torch.full_like(t, w) if w else self.blobs[name].diff_tensor.to(t.dtype)
+
     def _take_grads(self, named):
         """Blob diffs = the recorded tensors' gradients (0 where none reached them); the tensors are reset."""
         for name, t in named:
@@ -481,13 +487,11 @@ class Net:
             raise CaffeSSLError(f"backward from '{names[i_s]}' to '{names[i_e]}' needs a forward() with "
                                 f"gradients enabled through those layers (the last one ran "
                                 f"'{names[r0]}'..'{names[r1]}')")
-        weights = dict(self._loss_tops)
         roots, grads = [], []
         for name, t in zip(self.top_names[names[i_s]], rec["layers"].get(i_s, ((), ()))[1]):
             if t.requires_grad:
                 roots.append(t)
-                grads.append(torch.full_like(t, weights[name]) if name in weights
-                             else self.blobs[name].diff_tensor.to(t.dtype))
+                grads.append(self.top_seed(name, t))
         # blobs made below start (first versions; start's own tops keep the diffs they were given), and
         # end's bottoms as end read them
         made = [(n, rec["first"][n]) for n, i in rec["producer"].items() if i_e <= i < i_s]

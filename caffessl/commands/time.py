@@ -26,7 +26,7 @@ def timed_backward(net) -> dict:
     per layer, autograd from its tops (the diffs its consumers produced; a loss top's is its loss weight,
     a net output's its blob diff) to its bottoms and params only. Returns {layer name: ms}."""
     import torch
-    rec, weights = net._last, dict(net._loss_tops)
+    rec, losses = net._last, dict(net._loss_tops)
     ms, grads = {}, {}
     for i in range(len(net.layers) - 1, -1, -1):
         layer = net.layers[i]
@@ -36,10 +36,8 @@ def timed_backward(net) -> dict:
         roots, seeds = [], []
         for top, t in zip(net.top_names[name], tops):
             g = grads.pop(id(t), None)
-            if g is None and top in weights:
-                g = torch.full_like(t, weights[top])
-            elif g is None and top in net.outputs:
-                g = net.blobs[top].diff_tensor.to(t.dtype)
+            if g is None and (top in losses or top in net.outputs):
+                g = net.top_seed(top, t)
             if g is not None and t.requires_grad:
                 roots.append(t)
                 seeds.append(g)

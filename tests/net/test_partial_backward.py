@@ -127,7 +127,7 @@ def test_backward_start_after_a_forward_from_a_middle_layer(tmp_path):
     g = rng.standard_normal((2, 3)).astype(np.float32)
     full.blobs["ip2"].diff[...] = g
     full.backward(start="ip2")
-    w2, w1 = full.params["ip2"][0].data, full.params["ip1"][0].data
+    w2 = full.params["ip2"][0].data
     d_ip1 = (g @ w2) * (full.blobs["ip1"].data > 0)
     np.testing.assert_allclose(full.blobs["ip1"].diff, d_ip1, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(full.params["ip1"][0].diff, d_ip1.T @ full.blobs["pool1"].data.reshape(2, -1),
