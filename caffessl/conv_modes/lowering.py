@@ -97,16 +97,18 @@ def kept_column_coords(col_kept: torch.Tensor, geom: ConvGeometry):
 
 
 # Image chunks bound CCNMM's temporaries (padded images, lowered rows, packed outputs): a chunk's temporaries
-# stay under this many bytes (at least one image). bench/conv_modes.py on AlexNet at batch 32: 2 MiB chunks
-# run conv3-5 up to 2x slower (many small GEMMs), 8 MiB ones lift the peak memory above the dense conv's
-# on conv3/conv4; 4 MiB keeps it at or below. (CSRMM has its own budget, csrmm.CHUNK_BYTES.)
+# stay under this many bytes at least (ccnmm.chunk_budget may allow more; at least one image).
+# bench/conv_modes.py on AlexNet at batch 32: 2 MiB chunks run conv3-5 up to 2x slower (many small GEMMs).
+# (CSRMM has its own budget, csrmm.CHUNK_BYTES.)
 CHUNK_BYTES = 4 << 20
 
 
-def image_chunks(n: int, per_image_bytes: int, budget: int | None = None):
-    """(start, count) chunks of a batch of ``n`` images, ``per_image_bytes`` of temporaries each."""
+def image_chunks(n: int, per_image_bytes: int, budget: int | None = None, most: int | None = None):
+    """(start, count) chunks of a batch of ``n`` images, ``per_image_bytes`` of temporaries each, at most
+    ``most`` images a chunk (at least one)."""
     budget = CHUNK_BYTES if budget is None else budget
-    m = max(1, min(n, budget // max(per_image_bytes, 1)))
+    m = min(n, budget // max(per_image_bytes, 1))
+    m = max(1, m if most is None else min(m, most))
     return [(i, min(m, n - i)) for i in range(0, n, m)]
 
 

@@ -139,7 +139,7 @@ def _channel_sparse(w, group, gen, rows=0.25):
 def test_ccnmm_variants_and_image_chunks_match_conv2d(variant, pattern, geom_name, monkeypatch):
     """Both CCNMM variants, one grouped call or one call per group (unequal kept counts), with the batch
     split into one-image chunks (a tiny chunk budget) and whole."""
-    from caffessl.conv_modes import lowering
+    from caffessl.conv_modes import ccnmm, lowering
     c, o, k, s, p, d, g = GEOMS[geom_name]
     gen = torch.Generator().manual_seed(3)
     geom = ConvGeometry(c, o, (k, k), (s, s), (p, p), (d, d), g)
@@ -151,7 +151,11 @@ def test_ccnmm_variants_and_image_chunks_match_conv2d(variant, pattern, geom_nam
     kern = CCNMMConv(geom, w, variant=variant)
     assert kern.variant == variant
     for budget in (1, 1 << 30):
+        monkeypatch.setattr(ccnmm, "chunk_budget", lambda i, o, budget=budget: budget)
+        monkeypatch.setattr(ccnmm, "LOWERED_BYTES", budget)
         monkeypatch.setattr(lowering, "CHUNK_BYTES", budget)
+        oh, ow = geom.out_hw(9, 11)
+        assert [m for _, m in kern._chunks(x, oh, ow)] == ([1, 1, 1] if budget == 1 else [3])
         assert_close(kern(x, w, b), ref)
         assert_close(kern(x[:1], w, None), ref[:1] - b.view(1, -1, 1, 1))
     if pattern == "chan" and g > 1:
@@ -283,3 +287,43 @@ def test_linear_training_route_gradients(needs):
             torch.testing.assert_close(t.grad.double(), g, rtol=1e-5, atol=1e-5)
         else:
             assert t.grad is None
+
+
+@pytest.mark.parametrize("dropped", [1, 2, 9])
+@pytest.mark.parametrize("variant", ["gather", "conv"])
+def test_ccnmm_dropped_filters_output_their_bias_both_fill_ways(dropped, variant):
+    """Under 1/8 of the filters dropped their rows are written alone (index_copy_); from 1/8 on the whole
+    output is filled with the bias first and the kept rows overwrite it."""
+    gen = torch.Generator().manual_seed(6)
+    geom = ConvGeometry(6, 16, (3, 3), (1, 1), (1, 1), (1, 1), 2)
+    w = torch.randn(16, 3, 3, 3, generator=gen)
+    w[torch.randperm(16, generator=gen)[:dropped]] = 0
+    w[:, :, 0] = 0                                            # a third of the columns too
+    b = torch.randn(16, generator=gen)
+    x = torch.randn(3, 6, 7, 8, generator=gen)
+    kern = CCNMMConv(geom, w, variant=variant)
+    assert kern.dropped.numel() == dropped
+    assert_close(kern(x, w, b), F.conv2d(x, w, b, 1, 1, 1, 2))
+    assert_close(kern(x, w, None), F.conv2d(x, w, None, 1, 1, 1, 2))
+
+
+def test_ccnmm_chunks_respect_the_memory_budget_and_the_lowered_cap(monkeypatch):
+    """A chunk holds at most ``chunk_budget`` bytes of temporaries and ``LOWERED_BYTES`` of lowered rows
+    (one image always fits in a chunk, whatever it needs)."""
+    from caffessl.conv_modes import ccnmm
+    gen = torch.Generator().manual_seed(7)
+    geom = ConvGeometry(16, 12, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    w = sparsify(torch.randn(12, 16, 3, 3, generator=gen), "rc50", 1, gen)
+    kern = CCNMMConv(geom, w, variant="gather")
+    x = torch.randn(40, 16, 10, 10, generator=gen)
+    lowered = sum(kern.left_cols) * 10 * 12 * 4                   # kept rows x oh x padded width, float32
+    per_image = lowered + kern.rows * 10 * 12 * 4 + 16 * 12 * 12 * 4
+    for cap, budget, want in ((1 << 30, 1 << 30, 40), (3 * lowered, 1 << 30, 3), (1 << 30, 5 * per_image, 5),
+                              (1, 1, 1)):
+        monkeypatch.setattr(ccnmm, "LOWERED_BYTES", cap)
+        monkeypatch.setattr(ccnmm, "chunk_budget", lambda i, o, budget=budget: budget)
+        chunks = kern._chunks(x, 10, 10)
+        assert chunks[0][1] == want and {m for _, m in chunks[:-1]} <= {want} and sum(m for _, m in chunks) == 40
+    monkeypatch.undo()
+    assert ccnmm.chunk_budget(10 << 20, 30 << 20) == 20 << 20       # half of input + output ...
+    assert ccnmm.chunk_budget(1, 1) == ccnmm.lowering.CHUNK_BYTES   # ... or the fixed floor
