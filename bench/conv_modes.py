@@ -6,6 +6,11 @@ for conv1..conv5); ``s50``/``s75`` = 50% / 75% of rows and of columns zero in ev
 unstructured zeros. Ideal speedup = dense FLOPs / CCNMM's remaining FLOPs. Also: the whole SSL-sparse AlexNet
 deploy net (caffessl.Net) with --conv-mode auto vs dense, and CCNMM's peak memory vs dense (subprocess RSS).
 
+Allocator: the script applies caffessl.malloc's glibc settings first, as every process that builds a
+caffessl.Net has them (sessions 1-4 ran the per-layer table without: each tensor over glibc's mmap threshold
+was then a fresh mmap, page-faulted on every call, and the isolated dense conv1/conv2 at batch 32 took ~2x
+their time inside the net).
+
 Timing: the machine is shared, so every rep runs dense and each sparse kernel back to back (interleaved) and
 the table shows medians (min in the JSON). OpenMP runs with the environment's OMP_WAIT_POLICY -- unset, torch's
 default (GNU OpenMP spins a while before sleeping), which is what a user gets. ``OMP_WAIT_POLICY=PASSIVE``
@@ -33,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from caffessl.conv_modes import CCNMMConv, CSRMMConv, ConvGeometry, auto  # noqa: E402
 from caffessl.conv_modes.gemm import LoweredGemmConv  # noqa: E402
 from caffessl.conv_modes.lowering import structure  # noqa: E402
+from caffessl.malloc import keep_freed_memory  # noqa: E402
 
 # name: (C, H, num_output, kernel, stride, pad, group)   (bvlc_alexnet, 227x227 input)
 ALEXNET = {"conv1": (3, 227, 96, 11, 4, 0, 1), "conv2": (96, 27, 256, 5, 1, 2, 2),
@@ -89,7 +95,7 @@ def layer_table(configs, batches, reps):
     gen = torch.Generator().manual_seed(0)
     print(f"{'config':6} {'layer':6} {'N':>3} {'dense':>8} {'CCNMM':>8} {'CSR-mkl':>8} {'CSR-tch':>8} "
           f"{'x CC':>6} {'x CSR':>6} {'ideal':>6} {'CC/id':>6} {'variant':>7} {'auto':>6} {'fastest':>7} | "
-          f"{'G-bmm':>8} {'G-1x1':>8} {'xG CC':>6} {'G CC/id':>7}")
+          f"{'G-bmm':>8} {'G-1x1':>8} {'xG CC':>6} {'G CC/id':>7} | {'GEMM':>7} {'bnd/id':>6}")
     for config in configs:
         for n in batches:
             for name in ALEXNET:
@@ -110,6 +116,7 @@ def layer_table(configs, batches, reps):
                 fns = {"dense": lambda: F.conv2d(x, w, b, geom.stride, geom.pad, 1, geom.group)}
                 weights = {k: wd if k.startswith("G-") else w for k in ks}
                 fns.update({k: (lambda fn=fn, ww=weights[k]: fn(x, ww, b)) for k, fn in ks.items()})
+                fns["GEMM"] = gemm_only(geom, st, n, h)
                 with torch.no_grad():
                     t = interleaved(fns, reps)
                 med = {k: v[0] for k, v in t.items()}
@@ -118,15 +125,31 @@ def layer_table(configs, batches, reps):
                 gbest = min(med["G-bmm"], med["G-1x1"])
                 r = dict(config=config, layer=name, batch=n, ideal=ideal, auto=auto.choose(st), fastest=fastest,
                          variant=ks["CCNMM"].variant, sparsity=st.element_sparsity,
-                         x_cc_gemm=gbest / med["CCNMM"],
+                         x_cc_gemm=gbest / med["CCNMM"], bound_cc_ideal=med["dense"] / med["GEMM"] / ideal,
                          **{f"ms_{k}": v[0] for k, v in t.items()}, **{f"min_ms_{k}": v[1] for k, v in t.items()})
                 rows.append(r)
                 print(f"{config:6} {name:6} {n:>3} {med['dense']:8.2f} {med['CCNMM']:8.2f} {med['CSR-mkl']:8.2f} "
                       f"{med['CSR-tch']:8.2f} {med['dense'] / med['CCNMM']:6.2f} {med['dense'] / csr:6.2f} "
                       f"{ideal:6.2f} {med['dense'] / med['CCNMM'] / ideal:6.2f} {r['variant']:>7} {r['auto']:>6} "
                       f"{fastest:>7} | {med['G-bmm']:8.2f} {med['G-1x1']:8.2f} {gbest / med['CCNMM']:6.2f} "
-                      f"{gbest / med['CCNMM'] / ideal:7.2f}", flush=True)
+                      f"{gbest / med['CCNMM'] / ideal:7.2f} | {med['GEMM']:7.2f} "
+                      f"{r['bound_cc_ideal']:6.2f}", flush=True)
     return rows
+
+
+def gemm_only(geom, st, n, h):
+    """CCNMM's multiplies alone: per group, its kept-rows x kept-columns weight block times a ready
+    (kept columns x n*oh*ow) operand -- whole batch, exact output width, oneDNN (``matmul.mm``, the fastest
+    GEMM torch offers here). Any lowering-based CCNMM does at least these multiplies, so dense / this time
+    / ideal ('bnd/id') bounds the CC/id it can reach on this machine, before any gather, scatter or padding."""
+    from caffessl.conv_modes import matmul
+    gen = torch.Generator().manual_seed(3)      # own stream: the cells' weights and inputs stay as before
+    oh, ow = geom.out_hw(h, h)
+    rows = st.row_kept.reshape(geom.group, -1).sum(1).tolist()
+    cols = st.col_kept.sum(1).tolist()
+    ops = [(torch.randn(r, k, generator=gen), torch.randn(k, n * oh * ow, generator=gen))
+           for r, k in zip(rows, cols) if r and k]
+    return lambda: [matmul.mm(a, c) for a, c in ops]
 
 
 ALEXNET_DEPLOY = """name: "AlexNet"
@@ -201,8 +224,25 @@ def whole_net(batches, reps):
         print(f"{n:>3} {res['gemm']:9.1f} {res['auto']:9.1f} {res['gemm'] / res['auto']:8.2f}  "
               f"{res['gemm_conv']:15.1f} {res['auto_conv']:14.1f} {res['gemm_conv'] / res['auto_conv']:8.2f}")
         print("     auto picked:", picks, flush=True)
-        out[-1]["per_layer"] = net_layers(net, run_layer_fns(net, layers, state), reps)
+        out[-1]["per_layer"] = per = net_layers(net, run_layer_fns(net, layers, state), reps)
+        out[-1]["bounds"] = amdahl(net, per)
     return out
+
+
+def amdahl(net, per_layer):
+    """What the whole-net speedup can reach at most, from the dense per-layer times just measured: every
+    layer but the convolutions stays as it is; the convolutions either cost nothing ('free') or run exactly
+    at their FLOP-ideal speedup (dense time x remaining FLOP fraction)."""
+    dense = {r["layer"]: r["dense"] for r in per_layer}
+    total = sum(dense.values())
+    frac = {l.name: structure(l.params[0].detach(), l.group).remaining_fraction()
+            for l in net.layers if l.type == "Convolution"}
+    free = total - sum(dense[k] for k in frac)
+    at_ideal = free + sum(dense[k] * f for k, f in frac.items())
+    free_25 = total - sum(dense[k] for k in frac if k != "conv1")
+    print(f"     bound (Amdahl, these dense times): conv1-5 at their FLOP-ideal {total / at_ideal:.2f}x; "
+          f"conv2-5 free {total / free_25:.2f}x; all convolutions free {total / free:.2f}x")
+    return dict(at_ideal=total / at_ideal, conv2_5_free=total / free_25, conv_free=total / free)
 
 
 def run_layer_fns(net, layers, state):
@@ -329,11 +369,12 @@ def main():
     ap.add_argument("--peak-child", nargs=3)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    kept = keep_freed_memory()           # as in any process that built a caffessl.Net (module docstring)
     if a.peak_child:
         return _peak_child(a.peak_child[0], a.peak_child[1], int(a.peak_child[2]))
     print(f"torch {torch.__version__}, {a.threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
           f"median of {a.reps} interleaved reps, each the last of a burst of 3 calls (ms); x = dense F.conv2d / mode; CC/id = x CC / ideal; "
-          f"variant = CCNMM's pick (gather | conv)")
+          f"variant = CCNMM's pick (gather | conv); caffessl.malloc's allocator settings: {kept}")
     print("start:", load_avg(), flush=True)
     t0 = time.time()
     res = {"load_start": os.getloadavg()}

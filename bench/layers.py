@@ -8,7 +8,10 @@ kernels of caffessl/layers/kernels.py; the rows are the CASES below plus more po
 Each row: our Layer (built from a LayerParameter, forward through its torch ops, backward by autograd) and
 the baseline torch call (F.conv2d, F.max_pool2d(ceil_mode=True), F.avg_pool2d, F.local_response_norm,
 F.linear, F.batch_norm) on identical inputs and parameters; minimum of ``--repeat`` interleaved timed runs
-after one warm-up. The ratio is ours / torch.
+after one warm-up. The ratio is ours / torch. caffessl.malloc's glibc settings are applied first, as in any
+process that builds a caffessl.Net (before session 5 this script ran without them: tensors over glibc's mmap
+threshold were page-faulted on every call, which inflated both columns alike -- AlexNet conv2 at batch 32
+51 -> 33 ms -- and left the ratios within noise).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from caffessl.io.prototxt import parse_text  # noqa: E402
 from caffessl.layers.base import get_layer_class  # noqa: E402
+from caffessl.malloc import keep_freed_memory  # noqa: E402
 from caffessl.proto import caffe_pb2  # noqa: E402
 
 
@@ -157,6 +161,7 @@ def main(argv=None):
     ap.add_argument("--inference", action="store_true", help="forward only, without autograd")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()      # the allocator settings every process with a caffessl.Net runs under
     torch.manual_seed(0)
     if args.inference:
         return inference(args)
