@@ -15,6 +15,7 @@ setup(
         "mkl",
         "pyyaml",
         "lmdb",
+        "plyvel",             # LevelDB data sources (DataParameter.backend defaults to LEVELDB)
         "h5py",
         "Pillow",
         "tqdm",

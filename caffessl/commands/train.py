@@ -102,10 +102,10 @@ def prepare_mnist(sp, source, data_dir):
                               f"MNIST, {MNIST_HELP}")
     if not os.path.isdir(data_dir):
         raise DataSourceError(f"--data={data_dir}: no such folder; {MNIST_HELP}")
-    from ..data.mnist import ensure_mnist_lmdb, lmdb_paths
+    from ..data.mnist import db_paths, ensure_mnist_lmdb
     out_dirs = sorted({os.path.dirname(lp.data_param.source) or "." for _, lp in missing})
     for out in out_dirs:
-        expected = set(os.path.normpath(p) for p in lmdb_paths(out).values())
+        expected = set(os.path.normpath(p) for p in db_paths(out).values())
         wanted = {os.path.normpath(lp.data_param.source) for _, lp in missing
                   if (os.path.dirname(lp.data_param.source) or ".") == out}
         if not wanted <= expected:

@@ -1,4 +1,4 @@
-"""convert_imageset: a "path label" list of images -> an LMDB of Datum records (raw or encoded)."""
+"""convert_imageset: a "path label" list of images -> an LMDB or LevelDB of Datum records (raw or encoded)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import DataSourceError
 from .datum import array_to_datum, encoded_datum
 from .image import encode_image, read_image
-from .lmdb_source import LMDBWriter
+from .db import open_writer
 
 log = logging.getLogger("caffessl")
 
@@ -22,7 +22,7 @@ def read_list(listfile: str) -> list[tuple[str, int]]:
 
 def convert_imageset(root: str, listfile: str, db_path: str, resize_height: int = 0, resize_width: int = 0,
                      shuffle: bool = False, gray: bool = False, encoded: bool = False, encode_type: str = "",
-                     check_size: bool = False, seed: int | None = None) -> int:
+                     check_size: bool = False, seed: int | None = None, backend: str = "lmdb") -> int:
     """Returns the number of records written. Keys are ``%08d_<path>`` as in Caffe's tool."""
     lines = read_list(listfile)
     if shuffle:
@@ -32,7 +32,7 @@ def convert_imageset(root: str, listfile: str, db_path: str, resize_height: int 
         log.info("encode_type specified, assuming encoded=true.")
         encoded = True
     count, skipped, first_size = 0, 0, None
-    with LMDBWriter(db_path) as db:
+    with open_writer(backend, db_path) as db:
         for i, (path, label) in enumerate(lines):
             full = root + path
             enc = encode_type.lower().lstrip(".")

@@ -110,27 +110,23 @@ def _encoded_color(tp, data_param=None):
 
 @register("Data")
 class Data(PrefetchingDataLayer):
-    """Caffe's DataLayer over an LMDB of Datum records (raw, float_data or encoded); top 1 is the label."""
+    """Caffe's DataLayer over an LMDB or a LevelDB (data_param.backend, LEVELDB by the schema's default) of
+    Datum records (raw, float_data or encoded); top 1 is the label."""
     num_tops = (1, 2)
 
     def setup(self, bottom_shapes):
         from ..data.datum import datum_to_array, parse_datum
-        from ..data.lmdb_source import LMDBReader
+        from ..data.db import open_reader
         from ..data.rng import layer_rng
         from ..data.transform import DataTransformer, effective_transform_param
-        from ..proto import caffe_pb2
         p = self.param.data_param
-        if p.backend != caffe_pb2.DataParameter.LMDB:
-            raise NotImplementedError(
-                f"layer '{self.name}' (Data): data_param.backend LEVELDB is not supported by caffessl (the "
-                f"schema's default is LEVELDB); convert the data to LMDB and set 'backend: LMDB'")
         if p.batch_size < 1:
             self.fail(f"data_param.batch_size must be positive, got {p.batch_size}")
         where = self._where()
         tp = effective_transform_param(self.param, p)
         rng = layer_rng()
         transformer = DataTransformer(tp, self.phase, rng, where)
-        reader = LMDBReader(p.source, where)
+        reader = open_reader(p.backend, p.source, where)
         if p.rand_skip:
             for _ in range(int(rng.randint(0, 2 ** 31 - 1)) % p.rand_skip):
                 reader.next()

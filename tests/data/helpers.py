@@ -60,3 +60,21 @@ def write_mean(path, chw):
     bp.data.extend(np.asarray(chw, np.float32).ravel().tolist())
     with open(path, "wb") as f:
         f.write(bp.SerializeToString())
+
+
+def write_leveldb(path, records):
+    """records: list of (key bytes, value bytes), written with the LevelDB library itself (plyvel)."""
+    import plyvel
+    db = plyvel.DB(str(path), create_if_missing=True)
+    with db.write_batch() as wb:
+        for k, v in records:
+            wb.put(k, v)
+    db.close()
+
+
+def read_leveldb(path):
+    import plyvel
+    db = plyvel.DB(str(path), create_if_missing=False)
+    out = list(db.iterator())
+    db.close()
+    return out

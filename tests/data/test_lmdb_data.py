@@ -106,5 +106,5 @@ def test_bad_sources(tmp_path, raw_db):
         with pytest.raises(DataSourceError, match=r"layer 'd'.*record '1'"):
             net.forward()
     del short
-    with pytest.raises(NotImplementedError, match="LEVELDB"):
+    with pytest.raises(DataSourceError, match=r"layer 'd'.*not a LevelDB"):   # an LMDB read as a LevelDB
         _data_net(raw_db[0], 2, backend="LEVELDB")
