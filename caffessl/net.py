@@ -558,6 +558,10 @@ class Net:
     def layer_arrays(self):
         return OrderedDict((l.name, [p.detach().cpu().numpy() for p in l.params]) for l in self.layers)
 
+    def layer_diffs(self):
+        """Each layer's param diffs as ``net.params[name][i].diff`` shows them (a shared param: its owner's)."""
+        return OrderedDict((l.name, [b.diff.copy() for b in l.blobs] if l.params else []) for l in self.layers)
+
     def to_proto(self):
         """Net::ToProto: the filtered net's layer parameters (blobs are added by the writers)."""
         out = caffe_pb2.NetParameter()
@@ -567,13 +571,15 @@ class Net:
             out.layer.add().CopyFrom(l.param)
         return out
 
-    def save(self, path):
+    def save(self, path, write_diff: bool = False):
+        """Net::ToProto + WriteProtoToBinaryFile; ``write_diff`` adds each param's diff (snapshot_diff)."""
         from .io.caffemodel import write_caffemodel
-        write_caffemodel(path, self.to_proto(), self.layer_arrays())
+        write_caffemodel(path, self.to_proto(), self.layer_arrays(), self.layer_diffs() if write_diff else None)
 
-    def save_hdf5(self, path):
+    def save_hdf5(self, path, write_diff: bool = False):
         from .io.caffemodel import write_caffemodel_hdf5
-        write_caffemodel_hdf5(path, self._layer_names, self.layer_arrays())
+        write_caffemodel_hdf5(path, self._layer_names, self.layer_arrays(),
+                              self.layer_diffs() if write_diff else None)
 
     def share_with(self, other: "Net"):
         """Use ``other``'s parameter tensors in the layers of the same name (Net::ShareTrainedLayersWith)."""

@@ -103,8 +103,9 @@ def weights_format(path) -> str:
     return "hdf5" if is_hdf5(path) else "binary"
 
 
-def write_caffemodel(path, net_param, layer_blobs: dict) -> None:
-    """Write ``net_param`` (its layers) with ``layer_blobs[name] = [arrays]`` as a binary caffemodel.
+def write_caffemodel(path, net_param, layer_blobs: dict, layer_diffs: dict | None = None) -> None:
+    """Write ``net_param`` (its layers) with ``layer_blobs[name] = [arrays]`` as a binary caffemodel, and each
+    blob's ``diff`` from ``layer_diffs[name]`` when given (Caffe's snapshot_diff).
 
     Layers are serialised by protobuf without their blobs; each blob is appended as raw bytes (packed float
     ``data`` then ``shape``, the order Caffe's serializer uses), so no float goes through Python lists.
@@ -122,7 +123,8 @@ def write_caffemodel(path, net_param, layer_blobs: dict) -> None:
                 lp = caffe_pb2.LayerParameter()
                 lp.CopyFrom(lp_src)
                 del lp.blobs[:]
-                blobs = [encode_field(7, encode_blobproto(a)) for a in layer_blobs.get(lp.name, [])]
+                diffs = (layer_diffs or {}).get(lp.name) or [None] * len(layer_blobs.get(lp.name, []))
+                blobs = [encode_field(7, encode_blobproto(a, d)) for a, d in zip(layer_blobs.get(lp.name, []), diffs)]
                 body = lp.SerializeToString()
                 f.write(encode_field(100, None, len(body) + sum(len(b) for b in blobs)))
                 f.write(body)
@@ -132,13 +134,16 @@ def write_caffemodel(path, net_param, layer_blobs: dict) -> None:
             os.fsync(f.fileno())
 
 
-def write_caffemodel_hdf5(path, layer_names, layer_blobs: dict) -> None:
+def write_caffemodel_hdf5(path, layer_names, layer_blobs: dict, layer_diffs: dict | None = None) -> None:
+    """Net::ToHDF5: group ``data/<layer>/<i>``; with ``layer_diffs`` (snapshot_diff) also ``diff/<layer>/<i>``."""
     import h5py
     from .atomic import atomic_path
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
-            data = f.create_group("data", track_order=True)
-            for name in layer_names:
-                g = data.create_group(name, track_order=True)
-                for i, arr in enumerate(layer_blobs.get(name, [])):
-                    g.create_dataset(str(i), data=np.asarray(arr, dtype=np.float32))
+            groups = [("data", layer_blobs)] + ([("diff", layer_diffs)] if layer_diffs is not None else [])
+            for top, arrays in groups:
+                grp = f.create_group(top, track_order=True)
+                for name in layer_names:
+                    g = grp.create_group(name, track_order=True)
+                    for i, arr in enumerate(arrays.get(name, [])):
+                        g.create_dataset(str(i), data=np.asarray(arr, dtype=np.float32))

@@ -17,7 +17,7 @@ _LAYER = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
 _BLOB = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name
 F_NET_LAYER, F_NET_LAYERS = _NET["layer"].number, _NET["layers"].number
 F_LAYER_NAME, F_LAYER_TYPE, F_LAYER_BLOBS = _LAYER["name"].number, _LAYER["type"].number, _LAYER["blobs"].number
-F_BLOB_DATA, F_BLOB_SHAPE = _BLOB["data"].number, _BLOB["shape"].number
+F_BLOB_DATA, F_BLOB_SHAPE, F_BLOB_DIFF = _BLOB["data"].number, _BLOB["shape"].number, _BLOB["diff"].number
 F_BLOB_DOUBLE = _BLOB["double_data"].number
 F_BLOB_LEGACY = {_BLOB[n].number: i for i, n in enumerate(("num", "channels", "height", "width"))}
 F_SHAPE_DIM = caffe_pb2.BlobShape.DESCRIPTOR.fields_by_name["dim"].number
@@ -160,9 +160,13 @@ def encode_field(num: int, payload: bytes | None, length: int | None = None) -> 
     return head if payload is None else head + payload
 
 
-def encode_blobproto(arr) -> bytes:
-    """A BlobProto with ``shape`` and packed float ``data`` (the layout Caffe's Blob::ToProto writes)."""
+def encode_blobproto(arr, diff=None) -> bytes:
+    """A BlobProto with ``shape`` and packed float ``data`` (the layout Caffe's Blob::ToProto writes), and
+    packed ``diff`` when given (ToProto with write_diff: snapshot_diff)."""
     a = np.ascontiguousarray(arr, dtype="<f4")
     shape = caffe_pb2.BlobShape()
     shape.dim.extend(int(d) for d in a.shape)
-    return encode_field(F_BLOB_DATA, a.tobytes()) + encode_field(F_BLOB_SHAPE, shape.SerializeToString())
+    out = encode_field(F_BLOB_DATA, a.tobytes())
+    if diff is not None:
+        out += encode_field(F_BLOB_DIFF, np.ascontiguousarray(diff, dtype="<f4").reshape(a.shape).tobytes())
+    return out + encode_field(F_BLOB_SHAPE, shape.SerializeToString())

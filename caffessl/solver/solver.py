@@ -149,9 +149,6 @@ def check_solver_param(sp, solver_type, source) -> None:
         raise SolverConfigError(f"{source}: snapshot, display and test_interval must be >= 0")
     if sp.snapshot and not sp.HasField("snapshot_prefix"):
         raise SolverConfigError(f"{source}: snapshot is {sp.snapshot} but snapshot_prefix is not set")
-    if sp.snapshot_diff:
-        raise NotImplementedError(f"{source}: snapshot_diff: true (writing diffs into snapshots) is not "
-                                  f"supported by caffessl")
     if sp.debug_info:
         raise NotImplementedError(f"{source}: debug_info: true (per-blob statistics in the log) is not "
                                   f"supported by caffessl")
@@ -408,11 +405,11 @@ class Solver:
         if hdf5:
             model = self._filename(".caffemodel.h5")
             log.info("Snapshotting to HDF5 file %s", model)
-            self.net.save_hdf5(model)
+            self.net.save_hdf5(model, write_diff=self.param.snapshot_diff)
         else:
             model = self._filename(".caffemodel")
             log.info("Snapshotting to binary proto file %s", model)
-            self.net.save(model)
+            self.net.save(model, write_diff=self.param.snapshot_diff)
         st = SolverStateData(self.iter, model, self.current_step,
                              [h.detach().cpu().numpy() for h in self.history])
         if hdf5:
