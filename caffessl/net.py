@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
-from . import mode
+from . import debug_info, mode
 from .malloc import keep_freed_memory
 from .blob import Blob
 from .errors import (CaffeSSLError, LayerConfigError, MissingBottomError, NetGraphError, ShapeMismatchError,
@@ -113,6 +114,7 @@ class Net:
         if phase is None:
             phase = self.net_param_full.state.phase if self.net_param_full.HasField("state") else TEST
         self.phase = int(phase)
+        self.debug_info = bool(self.net_param_full.debug_info)   # Net::Init; the solver sets it per iteration
         self.device = torch.device(device) if device is not None else mode.device()
         self.dtype = dtype
         self.allow_python = allow_python
@@ -393,6 +395,8 @@ class Net:
                     self._bottom_tensor(t, cur, record)
                     if record:
                         self._last["producer"].setdefault(t, idx)
+                if self.debug_info:
+                    debug_info.forward(layer, [(n, cur[n]) for n in tops_names])
                 continue
             if record:
                 self._last["layers"][idx] = (bottoms, list(tops))
@@ -410,18 +414,24 @@ class Net:
                 t = cur[t_name]
                 term = t if (w == 1 and t.dim() == 0) else t.sum() * w
                 loss = term if loss is None else loss + term
+            if self.debug_info:
+                debug_info.forward(layer, [(n, cur[n]) for n in tops_names])
         return loss
 
     def forward_backward(self):
-        """One Caffe ForwardBackward for the solver: returns the loss (float); param diffs accumulate."""
+        """One Caffe ForwardBackward for the solver: returns the loss (float); param diffs accumulate.
+        With ``debug_info`` the backward runs layer by layer to log each layer's diffs (caffessl.debug_info)."""
         self._last = None
-        loss = self._forward_range(0, len(self.layers) - 1, record=False)
+        loss = self._forward_range(0, len(self.layers) - 1, record=self.debug_info)
         if loss is None:
             return 0.0
         if loss.requires_grad:
             for layer in self._prefetching:  # their threads load the next batch while backward runs
                 layer.cue_prefetch()
-            loss.backward()
+            if self.debug_info:
+                debug_info.backward(self)
+            else:
+                loss.backward()
         return float(loss.detach())
 
     def forward_loss(self):
@@ -457,7 +467,44 @@ class Net:
         if roots:
             torch.autograd.backward(roots, grads, retain_graph=True)
         self._take_grads([(n, t) for n, t in first.items() if n not in self.outputs])
+        if self.debug_info:
+            debug_info.backward(self, accumulate=False)
         return OrderedDict((n, self.blobs[n].diff) for n in list(self.inputs) + list(diffs or []))
+
+    def layerwise_backward(self, seed_outputs: bool = True):
+        """Caffe's Backward, one layer at a time from the last, on the graph the last recorded forward built:
+        per layer, autograd from its tops (the diffs its consumers produced; a loss top's is its loss weight,
+        a net output's its blob diff when ``seed_outputs``) to its bottoms and params only. Nothing is
+        accumulated. Yields, per layer that runs a backward, (index, layer, [(bottom name, bottom tensor,
+        its diff or None)] for the bottoms that need one, [diff or None per param], seconds)."""
+        rec, losses = self._last, dict(self._loss_tops)
+        grads = {}
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            bottoms, tops = rec["layers"].get(i, ((), ()))
+            roots, seeds = [], []
+            for top, t in zip(self.top_names[layer.name], tops):
+                g = grads.pop(id(t), None)
+                if g is None and (top in losses or (seed_outputs and top in self.outputs)):
+                    g = self.top_seed(top, t)
+                if g is not None and t.requires_grad:
+                    roots.append(t)
+                    seeds.append(g)
+            need = [(n, b) for n, b in zip(self.bottom_names[layer.name], bottoms) if b.requires_grad]
+            params = [p for p in layer.params if p.requires_grad]
+            if not roots or not (need or params):
+                continue
+            t0 = time.perf_counter()
+            res = torch.autograd.grad(roots, [b for _, b in need] + params, seeds, retain_graph=True,
+                                      allow_unused=True)
+            sec = time.perf_counter() - t0
+            bgrads = res[:len(need)]
+            for (_, b), g in zip(need, bgrads):
+                if g is not None:
+                    grads[id(b)] = g if id(b) not in grads else grads[id(b)] + g
+            pg = iter(res[len(need):])
+            yield i, layer, [(n, b, g) for (n, b), g in zip(need, bgrads)], \
+                [next(pg) if p.requires_grad else None for p in layer.params], sec
 
     def top_seed(self, name, t):
         """The diff a backward starts from at top ``name`` (recorded tensor ``t``): a loss top's loss weight,

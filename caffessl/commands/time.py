@@ -22,35 +22,12 @@ def _ms(t0):
 
 
 def timed_backward(net) -> dict:
-    """Caffe's Backward, one layer at a time from the last, on the graph the last recorded forward built:
-    per layer, autograd from its tops (the diffs its consumers produced; a loss top's is its loss weight,
-    a net output's its blob diff) to its bottoms and params only. Returns {layer name: ms}."""
-    import torch
-    rec, losses = net._last, dict(net._loss_tops)
-    ms, grads = {}, {}
-    for i in range(len(net.layers) - 1, -1, -1):
-        layer = net.layers[i]
-        name = layer.name
-        ms[name] = 0.0
-        bottoms, tops = rec["layers"].get(i, ((), ()))
-        roots, seeds = [], []
-        for top, t in zip(net.top_names[name], tops):
-            g = grads.pop(id(t), None)
-            if g is None and (top in losses or top in net.outputs):
-                g = net.top_seed(top, t)
-            if g is not None and t.requires_grad:
-                roots.append(t)
-                seeds.append(g)
-        ins = [b for b in bottoms if b.requires_grad] + [p for p in layer.params if p.requires_grad]
-        if not roots or not ins:
-            continue
-        t0 = time.perf_counter()
-        res = torch.autograd.grad(roots, ins, seeds, retain_graph=True, allow_unused=True)
-        ms[name] = _ms(t0)
-        for b, g in zip(ins, res):
-            if g is not None and not isinstance(b, torch.nn.Parameter):
-                grads[id(b)] = g if id(b) not in grads else grads[id(b)] + g
-    return ms
+    """Caffe's Backward, one layer at a time from the last (``Net.layerwise_backward``), timed per layer.
+    Returns {layer name: ms} (0 for the layers that run no backward)."""
+    ms = {layer.name: 0.0 for layer in net.layers}
+    for _, layer, _, _, sec in net.layerwise_backward():
+        ms[layer.name] = sec * 1e3
+    return dict(reversed(list(ms.items())))
 
 
 def layer_flops(layer, blobs):

@@ -149,9 +149,6 @@ def check_solver_param(sp, solver_type, source) -> None:
         raise SolverConfigError(f"{source}: snapshot, display and test_interval must be >= 0")
     if sp.snapshot and not sp.HasField("snapshot_prefix"):
         raise SolverConfigError(f"{source}: snapshot is {sp.snapshot} but snapshot_prefix is not set")
-    if sp.debug_info:
-        raise NotImplementedError(f"{source}: debug_info: true (per-blob statistics in the log) is not "
-                                  f"supported by caffessl")
 
 
 class Solver:
@@ -245,6 +242,7 @@ class Solver:
                 if self.requested_early_exit:
                     break
             display = bool(sp.display) and self.iter % sp.display == 0
+            self.net.debug_info = display and sp.debug_info      # Solver::Step: net_->set_debug_info(...)
             loss = f32(0)
             for _ in range(iter_size):
                 loss += f32(self.net.forward_backward())
