@@ -1,33 +1,46 @@
 """Caffe's weight fillers (include/caffe/filler.hpp) over torch tensors, driven by FillerParameter.
 
-Random numbers come from torch's global generator (seeded by ``caffessl.set_random_seed`` or the solver's
-``random_seed``); the distributions and their parameters are Caffe's, the streams are not bit-identical.
+Random fillers draw from Caffe's own global stream (``caffessl.caffe_rng``: mt19937 through Boost's float32
+uniform / ziggurat-normal / bernoulli, seeded by ``caffessl.set_random_seed`` or the solver's
+``random_seed``), in Caffe's order and arithmetic: after the same seed, a net whose layers before a filler
+draw nothing at set-up (Input, HDF5Data, MemoryData... -- Caffe's Data/ImageData layers also take draws for
+their prefetch threads, which caffessl does not) gets Caffe's initial weights bit for bit. Values are
+generated in float32 (Caffe's Dtype) and cast to the tensor's dtype.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from . import caffe_rng
 from .errors import LayerConfigError
 
-
-def _fans(t: torch.Tensor):
-    count = t.numel()
-    num = t.shape[0] if t.dim() > 0 else 1
-    channels = t.shape[1] if t.dim() > 1 else 1
-    return count / num, count / channels
+F = np.float32
 
 
-def _variance_n(t, fp):
+def _legacy(t: torch.Tensor, i: int) -> int:
+    """Blob::LegacyShape(i): the axis, or 1 past the last one."""
+    return int(t.shape[i]) if i < t.dim() else 1
+
+
+def _variance_n(t, fp) -> np.float32:
+    """XavierFiller / MSRAFiller's n: fan_in = count / num, fan_out = count / channels (integers), per
+    variance_norm."""
     from .proto import caffe_pb2
-    fan_in, fan_out = _fans(t)
+    count = t.numel()
+    fan_in, fan_out = count // _legacy(t, 0), count // _legacy(t, 1)
     norm = fp.variance_norm
     if norm == caffe_pb2.FillerParameter.AVERAGE:
-        return (fan_in + fan_out) / 2.0
+        return F(fan_in + fan_out) / F(2)
     if norm == caffe_pb2.FillerParameter.FAN_OUT:
-        return fan_out
-    return fan_in
+        return F(fan_out)
+    return F(fan_in)
+
+
+def _put(t: torch.Tensor, values: np.ndarray) -> None:
+    t.copy_(torch.from_numpy(values.reshape(tuple(t.shape))).to(t.dtype))
 
 
 @torch.no_grad()
@@ -36,29 +49,32 @@ def fill(t: torch.Tensor, fp) -> torch.Tensor:
     kind = fp.type
     if kind != "gaussian" and fp.sparse != -1:
         raise LayerConfigError(f"filler '{kind}': sparse ({fp.sparse}) is only supported by the gaussian filler")
+    rng = caffe_rng.get()
+    n = t.numel()
     if kind == "constant":
         t.fill_(fp.value)
     elif kind == "uniform":
-        t.uniform_(fp.min, fp.max)
+        _put(t, rng.uniform(n, fp.min, fp.max))
     elif kind == "gaussian":
-        t.normal_(fp.mean, fp.std)
+        values = rng.gaussian(n, fp.mean, fp.std)
         if fp.sparse >= 0:
             if t.dim() < 1:
                 raise LayerConfigError("gaussian filler with sparse needs a blob with at least one axis")
-            p = fp.sparse / t.shape[0]
+            p = F(fp.sparse) / F(t.shape[0])
             if p > 1:
                 raise LayerConfigError(f"gaussian filler: sparse {fp.sparse} exceeds the {t.shape[0]} outputs of a "
                                        f"blob of shape {tuple(t.shape)}")
-            t.mul_(torch.bernoulli(torch.full_like(t, p)))
+            values *= rng.bernoulli(n, p).astype(F)
+        _put(t, values)
     elif kind == "positive_unitball":
-        t.uniform_(0, 1)
-        rows = t.view(t.shape[0] if t.dim() else 1, -1)
-        rows.div_(rows.sum(dim=1, keepdim=True))
+        values = rng.uniform(n, 0, 1).reshape(_legacy(t, 0), -1)
+        sums = np.cumsum(values, axis=1, dtype=F)[:, -1:]           # Caffe's running float sum per row
+        _put(t, values / sums)
     elif kind == "xavier":
-        scale = math.sqrt(3.0 / _variance_n(t, fp))
-        t.uniform_(-scale, scale)
+        scale = np.sqrt(F(3) / _variance_n(t, fp))
+        _put(t, rng.uniform(n, -scale, scale))
     elif kind == "msra":
-        t.normal_(0.0, math.sqrt(2.0 / _variance_n(t, fp)))
+        _put(t, rng.gaussian(n, 0.0, np.sqrt(F(2) / _variance_n(t, fp))))
     elif kind == "bilinear":
         if t.dim() != 4 or t.shape[2] != t.shape[3]:
             raise LayerConfigError(f"bilinear filler needs a 4-D blob with square kernels, got {tuple(t.shape)}")

@@ -26,10 +26,14 @@ def device() -> torch.device:
 
 
 def set_random_seed(seed: int):
-    """Seed every generator caffessl draws from (fillers, dropout, shuffling)."""
+    """Seed every generator caffessl draws from: Caffe's own stream for the fillers (caffessl.caffe_rng, as
+    Caffe::set_random_seed), torch's (dropout), numpy's and Python's (data shuffling, crops)."""
     import random
 
     import numpy as np
+
+    from . import caffe_rng
+    caffe_rng.seed(int(seed))
     torch.manual_seed(int(seed))
     np.random.seed(int(seed) % (2 ** 32))
     random.seed(int(seed))

@@ -16,7 +16,7 @@ FP = caffe_pb2.FillerParameter
 
 
 def filled(shape, **kw):
-    torch.manual_seed(1234)
+    caffe.set_random_seed(1234)
     t = torch.empty(shape, dtype=torch.float64)
     return fill(t, FP(**kw)).numpy()
 
@@ -50,7 +50,7 @@ def test_gaussian_sparse_keeps_sparse_over_num_outputs():
 def test_positive_unitball_rows_sum_to_one():
     w = filled((6, 3, 2, 2), type="positive_unitball")
     assert (w >= 0).all() and (w <= 1).all()
-    np.testing.assert_allclose(w.reshape(6, -1).sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(w.reshape(6, -1).sum(1), 1.0, rtol=1e-6)   # divided in float32, as Caffe does
 
 
 @pytest.mark.parametrize("norm,n", [("FAN_IN", 32 * 9), ("FAN_OUT", 64 * 9), ("AVERAGE", (32 * 9 + 64 * 9) / 2)])
