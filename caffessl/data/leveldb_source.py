@@ -9,17 +9,16 @@ iterator. The writer opens with Caffe's options (64 KiB blocks, a 256 MiB write 
 from __future__ import annotations
 
 import os
-import threading
 
 from ..errors import DataSourceError
+from .shared_handles import SharedHandles
 
 # Caffe's LevelDB::Open: block_size 65536, write_buffer_size 268435456, max_open_files 100
 BLOCK_SIZE = 65536
 WRITE_BUFFER_SIZE = 268435456
 MAX_OPEN_FILES = 100
 
-_DBS: dict = {}          # realpath -> [plyvel.DB, number of open readers]
-_DBS_LOCK = threading.Lock()
+_DBS = SharedHandles()
 
 
 def _plyvel(where: str):
@@ -37,28 +36,13 @@ def _open_db(path: str, where: str):
         raise DataSourceError(f"{where}: data_param.source is empty")
     if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "CURRENT")):
         raise DataSourceError(f"{where}: '{path}' is not a LevelDB database (no {os.path.join(path, 'CURRENT')})")
-    key = os.path.realpath(path)
-    with _DBS_LOCK:
-        entry = _DBS.get(key)
-        if entry is None:
-            try:
-                db = plyvel.DB(path, create_if_missing=False, max_open_files=MAX_OPEN_FILES)
-            except (plyvel.Error, OSError) as e:   # IOError: the LOCK is held by another process
-                raise DataSourceError(f"{where}: cannot open LevelDB '{path}': {e}") from None
-            entry = _DBS[key] = [db, 0]
-        entry[1] += 1
-        return entry[0], key
 
-
-def _release_db(key: str):
-    with _DBS_LOCK:
-        entry = _DBS.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del _DBS[key]
-            entry[0].close()
+    def opener():
+        try:
+            return plyvel.DB(path, create_if_missing=False, max_open_files=MAX_OPEN_FILES)
+        except (plyvel.Error, OSError) as e:   # IOError: the LOCK is held by another process
+            raise DataSourceError(f"{where}: cannot open LevelDB '{path}': {e}") from None
+    return _DBS.acquire(path, opener)
 
 
 class LevelDBReader:
@@ -100,7 +84,7 @@ class LevelDBReader:
             return
         self._closed = True
         self.it = None
-        _release_db(self._key)
+        _DBS.release(self._key)
 
 
 class LevelDBWriter:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 
 from ..errors import DataSourceError
+from .shared_handles import SharedHandles
 
 
-_ENVS: dict = {}          # realpath -> [env, number of open readers]  (lmdb opens an env once per process)
-_ENVS_LOCK = threading.Lock()
+_ENVS = SharedHandles()
 
 
 def _open_env(path: str, where: str):
@@ -19,28 +18,13 @@ def _open_env(path: str, where: str):
         raise DataSourceError(f"{where}: data_param.source is empty")
     if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "data.mdb")):
         raise DataSourceError(f"{where}: '{path}' is not an LMDB database (no {os.path.join(path, 'data.mdb')})")
-    key = os.path.realpath(path)
-    with _ENVS_LOCK:
-        entry = _ENVS.get(key)
-        if entry is None:
-            try:
-                env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=126, subdir=True)
-            except lmdb.Error as e:
-                raise DataSourceError(f"{where}: cannot open LMDB '{path}': {e}") from None
-            entry = _ENVS[key] = [env, 0]
-        entry[1] += 1
-        return entry[0], key
 
-
-def _release_env(key: str):
-    with _ENVS_LOCK:
-        entry = _ENVS.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del _ENVS[key]
-            entry[0].close()
+    def opener():
+        try:
+            return lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=126, subdir=True)
+        except lmdb.Error as e:
+            raise DataSourceError(f"{where}: cannot open LMDB '{path}': {e}") from None
+    return _ENVS.acquire(path, opener)
 
 
 class LMDBReader:
@@ -100,7 +84,7 @@ class LMDBReader:
             self.txn.abort()
         except Exception:
             pass
-        _release_env(self._key)
+        _ENVS.release(self._key)
 
 
 class LMDBWriter:

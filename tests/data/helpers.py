@@ -14,6 +14,16 @@ def net_param(text):
     return parse_text(text, caffe_pb2.NetParameter())
 
 
+def data_net(source, batch, extra="", tops=("data", "label"), phase=None, backend="LMDB"):
+    """A net of one Data layer "d" (prefetch 2); ``backend`` None leaves the schema's default (LEVELDB)."""
+    import caffessl as caffe
+    tops_txt = " ".join(f'top: "{t}"' for t in tops)
+    backend_txt = f"backend: {backend} " if backend else ""
+    return caffe.Net(net_param(f'layer {{ name: "d" type: "Data" {tops_txt} data_param {{ source: "{source}" '
+                               f'batch_size: {batch} {backend_txt}prefetch: 2 }} {extra} }}'),
+                     caffe.TRAIN if phase is None else phase)
+
+
 def write_lmdb(path, records):
     """records: list of (key bytes, value bytes)."""
     env = lmdb.open(str(path), map_size=1 << 24)

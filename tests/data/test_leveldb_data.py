@@ -13,14 +13,13 @@ from caffessl.cli import main
 from caffessl.errors import DataSourceError
 from caffessl.proto import caffe_pb2
 
-from .helpers import float_datum, net_param, raw_datum, read_leveldb, write_leveldb, write_lmdb
+from .helpers import data_net, float_datum, raw_datum, read_leveldb, write_leveldb, write_lmdb
 
 plyvel = pytest.importorskip("plyvel", reason="LevelDB sources need the plyvel package (an install requirement)")
 
 
-def _data_net(source, batch, backend="backend: LEVELDB", phase=caffe.TRAIN, extra=""):
-    return caffe.Net(net_param(f'layer {{ name: "d" type: "Data" top: "data" top: "label" data_param {{ '
-                               f'source: "{source}" batch_size: {batch} {backend} prefetch: 2 }} {extra} }}'), phase)
+def _data_net(source, batch, backend="LEVELDB", phase=caffe.TRAIN, extra=""):
+    return data_net(source, batch, extra, phase=phase, backend=backend)
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ def raw_leveldb(tmp_path):
     return str(tmp_path / "raw"), imgs
 
 
-@pytest.mark.parametrize("backend", ["backend: LEVELDB", ""])      # "": the schema's default is LEVELDB
+@pytest.mark.parametrize("backend", ["LEVELDB", None])      # None: the schema's default is LEVELDB
 def test_leveldb_records_in_key_order_wrap_around(raw_leveldb, backend):
     src, imgs = raw_leveldb
     assert caffe_pb2.DataParameter().backend == caffe_pb2.DataParameter.LEVELDB
@@ -129,7 +128,7 @@ def test_convert_mnist_and_imageset_to_leveldb_match_lmdb(tmp_path):
         assert want and read_leveldb(tmp_path / b) == want
     net = _data_net(str(tmp_path / "o" / "mnist_train_leveldb"), 5, phase=caffe.TEST)
     net.forward()
-    via_lmdb = _data_net(str(tmp_path / "o" / "mnist_train_lmdb"), 5, "backend: LMDB", caffe.TEST)
+    via_lmdb = _data_net(str(tmp_path / "o" / "mnist_train_lmdb"), 5, "LMDB", caffe.TEST)
     via_lmdb.forward()
     np.testing.assert_array_equal(net.blobs["data"].data, via_lmdb.blobs["data"].data)
     np.testing.assert_array_equal(net.blobs["label"].data, via_lmdb.blobs["label"].data)

@@ -10,13 +10,7 @@ import pytest
 import caffessl as caffe
 from caffessl.errors import DataSourceError
 
-from .helpers import encoded_datum, float_datum, net_param, png_bytes, raw_datum, write_lmdb
-
-
-def _data_net(source, batch, extra="", tops=("data", "label"), phase=caffe.TRAIN, backend="LMDB"):
-    tops_txt = " ".join(f'top: "{t}"' for t in tops)
-    return caffe.Net(net_param(f'layer {{ name: "d" type: "Data" {tops_txt} data_param {{ source: "{source}" '
-                               f'batch_size: {batch} backend: {backend} prefetch: 2 }} {extra} }}'), phase)
+from .helpers import data_net, encoded_datum, float_datum, net_param, png_bytes, raw_datum, write_lmdb
 
 
 @pytest.fixture
@@ -29,7 +23,7 @@ def raw_db(tmp_path):
 
 def test_raw_datum_order_labels_wrap(raw_db):
     src, imgs = raw_db
-    net = _data_net(src, 3)
+    net = data_net(src, 3)
     assert net.blobs["data"].shape == (3, 2, 6, 4) and net.blobs["label"].shape == (3,)
     for k in range(4):
         net.forward()
@@ -40,7 +34,7 @@ def test_raw_datum_order_labels_wrap(raw_db):
 
 def test_raw_datum_transform_test_phase(raw_db):
     src, imgs = raw_db
-    net = _data_net(src, 2, 'transform_param { crop_size: 3 scale: 0.5 mean_value: 10 mean_value: 20 }',
+    net = data_net(src, 2, 'transform_param { crop_size: 3 scale: 0.5 mean_value: 10 mean_value: 20 }',
                     phase=caffe.TEST)
     net.forward()
     assert net.blobs["data"].shape == (2, 2, 3, 3)
@@ -60,7 +54,7 @@ def test_legacy_data_param_scale_is_applied(raw_db):
 def test_float_datum(tmp_path):
     x = np.random.RandomState(1).randn(3, 1, 2, 2).astype(np.float32)
     write_lmdb(tmp_path / "f", [(b"%08d" % i, float_datum(x[i], 7)) for i in range(3)])
-    net = _data_net(str(tmp_path / "f"), 3, tops=("data",))
+    net = data_net(str(tmp_path / "f"), 3, tops=("data",))
     net.forward()
     np.testing.assert_array_equal(net.blobs["data"].data, x)
 
@@ -69,18 +63,18 @@ def test_encoded_png_datum_bgr_and_force_gray(tmp_path):
     rs = np.random.RandomState(2)
     rgb = rs.randint(0, 256, size=(2, 5, 4, 3)).astype(np.uint8)
     write_lmdb(tmp_path / "e", [(b"%08d" % i, encoded_datum(png_bytes(rgb[i]), i)) for i in range(2)])
-    net = _data_net(str(tmp_path / "e"), 2)
+    net = data_net(str(tmp_path / "e"), 2)
     net.forward()
     bgr_chw = rgb[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)  # OpenCV decodes to BGR
     np.testing.assert_array_equal(net.blobs["data"].data, bgr_chw)
     np.testing.assert_array_equal(net.blobs["label"].data, [0, 1])
-    net = _data_net(str(tmp_path / "e"), 2, "transform_param { force_gray: true }")
+    net = data_net(str(tmp_path / "e"), 2, "transform_param { force_gray: true }")
     assert net.blobs["data"].shape == (2, 1, 5, 4)
 
 
 def test_prefetch_thread_stops_when_net_is_deleted(raw_db):
     src, _ = raw_db
-    net = _data_net(src, 2)
+    net = data_net(src, 2)
     net.forward()
     thread = net.layers[0]._prefetcher.thread
     assert thread.is_alive() and thread.daemon
@@ -92,19 +86,19 @@ def test_prefetch_thread_stops_when_net_is_deleted(raw_db):
 
 def test_bad_sources(tmp_path, raw_db):
     with pytest.raises(DataSourceError, match=r"layer 'd'.*nowhere"):
-        _data_net(str(tmp_path / "nowhere"), 2)
+        data_net(str(tmp_path / "nowhere"), 2)
     write_lmdb(tmp_path / "empty", [])
     with pytest.raises(DataSourceError, match=r"layer 'd'.*no records"):
-        _data_net(str(tmp_path / "empty"), 2)
+        data_net(str(tmp_path / "empty"), 2)
     write_lmdb(tmp_path / "corrupt", [(b"00000000", b"\xff\xff\xff garbage")])
     with pytest.raises(DataSourceError, match=r"layer 'd'.*00000000.*corrupt Datum"):
-        _data_net(str(tmp_path / "corrupt"), 1)
+        data_net(str(tmp_path / "corrupt"), 1)
     short = raw_datum(np.zeros((1, 2, 2), np.uint8), 0)
     write_lmdb(tmp_path / "mixed", [(b"0", raw_datum(np.zeros((1, 2, 2), np.uint8), 0)), (b"1", b"\x08\x01")])
-    net = _data_net(str(tmp_path / "mixed"), 2)  # the bad record is found by the prefetch thread
+    net = data_net(str(tmp_path / "mixed"), 2)  # the bad record is found by the prefetch thread
     for _ in range(2):  # the same clear error at every forward after the failure
         with pytest.raises(DataSourceError, match=r"layer 'd'.*record '1'"):
             net.forward()
     del short
     with pytest.raises(DataSourceError, match=r"layer 'd'.*not a LevelDB"):   # an LMDB read as a LevelDB
-        _data_net(raw_db[0], 2, backend="LEVELDB")
+        data_net(raw_db[0], 2, backend="LEVELDB")
