@@ -54,8 +54,12 @@ def fill(t: torch.Tensor, fp) -> torch.Tensor:
     if kind == "constant":
         t.fill_(fp.value)
     elif kind == "uniform":
+        if not fp.min <= fp.max:        # caffe_rng_uniform: CHECK_LE(a, b)
+            raise LayerConfigError(f"uniform filler: min ({fp.min}) is above max ({fp.max})")
         _put(t, rng.uniform(n, fp.min, fp.max))
     elif kind == "gaussian":
+        if not fp.std > 0:              # caffe_rng_gaussian: CHECK_GT(sigma, 0)
+            raise LayerConfigError(f"gaussian filler: std must be positive, got {fp.std}")
         values = rng.gaussian(n, fp.mean, fp.std)
         if fp.sparse >= 0:
             if t.dim() < 1:

@@ -118,6 +118,8 @@ def test_seeded_fill_is_reproducible():
     ((2, 3), dict(type="xavier", sparse=1), "sparse"),
     ((2, 3), dict(type="constant", sparse=1), "sparse"),
     ((2, 3), dict(type="gaussian", sparse=3), "sparse"),
+    ((2, 3), dict(type="uniform", min=1, max=0), "min"),          # Caffe: CHECK_LE(a, b)
+    ((2, 3), dict(type="gaussian", std=0), "std"),                # Caffe: CHECK_GT(sigma, 0)
 ])
 def test_bad_filler_raises_typed_error(shape, kw, match):
     with pytest.raises(LayerConfigError, match=match):
