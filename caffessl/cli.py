@@ -18,6 +18,8 @@ COMMANDS = {
     "classify": ("classify", "classify images with a deploy net"),
     "export": ("export", "export a model: `export onnx`"),
     "upgrade-net": ("upgrade_net", "upgrade a legacy V0/V1 prototxt and caffemodel to the current format"),
+    "compute-image-mean": ("image_mean", "the mean image of an LMDB/LevelDB as a binaryproto (like "
+                                         "`compute_image_mean`)"),
 }
 
 

@@ -32,3 +32,12 @@ def open_writer(backend, path: str):
         return LMDBWriter(path)
     from .leveldb_source import LevelDBWriter
     return LevelDBWriter(path)
+
+
+def iterate(backend, path: str, where: str):
+    """Every (key, value) record of ``path`` once, in key order."""
+    if backend_of(backend) == caffe_pb2.DataParameter.LMDB:
+        from .lmdb_source import iterate_lmdb
+        return iterate_lmdb(path, where)
+    from .leveldb_source import iterate_leveldb
+    return iterate_leveldb(path, where)

@@ -87,6 +87,15 @@ class LevelDBReader:
         _DBS.release(self._key)
 
 
+def iterate_leveldb(path: str, where: str):
+    """Every (key, value) of the LevelDB once, in key order (Caffe's tools' cursor loop)."""
+    db, key = _open_db(path, where)
+    try:
+        yield from db.iterator()
+    finally:
+        _DBS.release(key)
+
+
 class LevelDBWriter:
     """A new database (Caffe's converters refuse to overwrite one); puts go out in write batches of
     ``commit_every`` (Caffe's LevelDBTransaction)."""

@@ -87,6 +87,16 @@ class LMDBReader:
         _ENVS.release(self._key)
 
 
+def iterate_lmdb(path: str, where: str):
+    """Every (key, value) of the LMDB once, in key order (Caffe's tools' cursor loop)."""
+    env, key = _open_env(path, where)
+    try:
+        with env.begin(buffers=False) as txn:
+            yield from txn.cursor()
+    finally:
+        _ENVS.release(key)
+
+
 class LMDBWriter:
     """Put key/value pairs in transactions of ``commit_every``; the map size doubles when full."""
 
