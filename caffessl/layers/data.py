@@ -1,5 +1,6 @@
 """Data-producing layers. Input: tops whose content the user (or a feeder) writes into the blobs; HDF5Data,
-Data (LMDB), ImageData, MemoryData, DummyData: tops read from a source (caffessl/data/) each forward."""
+Data (LMDB/LevelDB), ImageData, WindowData, MemoryData, DummyData: tops read from a source (caffessl/data/) each
+forward."""
 from __future__ import annotations
 
 import numpy as np
@@ -278,9 +279,58 @@ class DummyData(DataLayerBase):
 
 
 @register("WindowData")
-class WindowData(DataLayerBase):
+class WindowData(PrefetchingDataLayer):
+    """R-CNN's WindowDataLayer (caffessl/data/windows.py): foreground and background windows of the images of
+    a window file, cropped with context, warped to transform_param.crop_size, labels as the second top. As in
+    Caffe, crop_size / mirror / mean_file / mean_value come from transform_param and the pixel scale from
+    window_data_param.scale."""
     num_tops = 2
 
     def setup(self, bottom_shapes):
-        raise NotImplementedError(f"layer '{self.name}' (WindowData): the R-CNN window data layer is not "
-                                  f"implemented in caffessl")
+        import logging
+
+        from ..data.rng import layer_rng
+        from ..data.windows import WindowBatchLoader, read_window_file
+        p, tp = self.param.window_data_param, self.param.transform_param
+        where = self._where()
+        for f in ("crop_size", "mirror", "mean_file"):
+            if p.HasField(f):   # Caffe reads these from transform_param only (its V1 upgrade moves them there)
+                self.fail(f"window_data_param.{f} is ignored by Caffe's WindowData in this format: set "
+                          f"transform_param.{f}")
+        for f in ("scale", "force_color", "force_gray"):
+            if tp.HasField(f):
+                logging.getLogger("caffessl").warning(
+                    "%s: transform_param.%s has no effect on WindowData (Caffe's uses window_data_param.scale)",
+                    where, f)
+        if tp.crop_size <= 0:
+            self.fail("transform_param.crop_size must be positive for WindowData")
+        if p.batch_size < 1:
+            self.fail(f"window_data_param.batch_size must be positive, got {p.batch_size}")
+        if tp.HasField("mean_file") and len(tp.mean_value):
+            self.fail("cannot specify mean_file and mean_value at the same time")
+        if p.crop_mode not in ("warp", "square"):
+            self.fail(f"window_data_param.crop_mode must be 'warp' or 'square', got '{p.crop_mode}'")
+        logging.getLogger("caffessl").info(
+            "Window data layer: foreground (object) overlap threshold: %s, background (non-object) overlap "
+            "threshold: %s, foreground sampling fraction: %s, cache_images: %d, root_folder: %s",
+            p.fg_threshold, p.bg_threshold, p.fg_fraction, p.cache_images, p.root_folder)
+        wf = read_window_file(p.source, p.root_folder, p.fg_threshold, p.bg_threshold, where)
+        c, s = wf.channels, int(tp.crop_size)
+        mean = mean_values = None
+        if tp.HasField("mean_file"):
+            from ..io.blobproto import read_binaryproto
+            mean = read_binaryproto(tp.mean_file).astype(np.float32)
+            mean = mean.reshape(mean.shape[-3:]) if mean.ndim >= 3 else mean
+            if mean.ndim != 3 or mean.shape[0] != c or min(mean.shape[1:]) < s:
+                self.fail(f"mean_file '{tp.mean_file}' has shape {mean.shape}; WindowData needs {c} channels of "
+                          f"at least {s}x{s}", cls=DataSourceError)
+        elif len(tp.mean_value):
+            if len(tp.mean_value) not in (1, c):
+                self.fail(f"specify either 1 mean_value or as many as channels: {c}")
+            mean_values = np.array(list(tp.mean_value) * (c if len(tp.mean_value) == 1 else 1), np.float32)
+        logging.getLogger("caffessl").info("Amount of context padding: %d; crop mode: %s", p.context_pad, p.crop_mode)
+        bs = int(p.batch_size)
+        self._top_shapes = [(bs, c, s, s), (bs,)]
+        self._start_prefetch(WindowBatchLoader(wf, bs, s, int(p.context_pad), p.crop_mode == "square",
+                                               bool(tp.mirror), p.fg_fraction, p.scale, mean, mean_values,
+                                               bool(p.cache_images), layer_rng(), where))

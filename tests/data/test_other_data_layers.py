@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import caffessl as caffe
 from caffessl.errors import DataSourceError, LayerConfigError, NetGraphError, ShapeMismatchError
@@ -148,14 +147,20 @@ def test_dummy_data_shapes_and_fillers():
 
 
 def test_dummy_data_does_not_draw_at_setup_for_random_fillers():
+    """Caffe's DummyData set-up runs only the constant fillers: the filler stream is where the seed left it."""
+    from caffessl import caffe_rng
     caffe.set_random_seed(9)
-    ref = torch.rand(3)
+    ref = caffe_rng.get().rand()
     caffe.set_random_seed(9)
-    caffe.Net(net_param('layer { name: "dd" type: "DummyData" top: "x" dummy_data_param { '
-                        'data_filler { type: "gaussian" } shape { dim: 10 } } }'), caffe.TEST)
-    assert torch.equal(torch.rand(3), ref)
+    net = caffe.Net(net_param('layer { name: "dd" type: "DummyData" top: "x" dummy_data_param { '
+                              'data_filler { type: "gaussian" } shape { dim: 10 } } }'), caffe.TEST)
+    assert caffe_rng.get().rand() == ref
+    caffe.set_random_seed(9)
+    net.forward()                       # each forward refills from the stream
+    assert caffe_rng.get().rand() != ref
 
 
-def test_window_data_not_implemented(tmp_path):
-    with pytest.raises(NotImplementedError, match="WindowData"):
-        caffe.Net(net_param('layer { name: "w" type: "WindowData" top: "data" top: "label" }'), caffe.TRAIN)
+def test_window_data_needs_its_window_file(tmp_path):
+    with pytest.raises(DataSourceError, match=r"layer 'w'.*window file"):
+        caffe.Net(net_param('layer { name: "w" type: "WindowData" top: "data" top: "label" '
+                            'transform_param { crop_size: 4 } window_data_param { batch_size: 1 } }'), caffe.TRAIN)
