@@ -26,8 +26,8 @@ def device() -> torch.device:
 
 
 def set_random_seed(seed: int):
-    """Seed every generator caffessl draws from: Caffe's own stream for the fillers (caffessl.caffe_rng, as
-    Caffe::set_random_seed), torch's (dropout), numpy's and Python's (data shuffling, crops)."""
+    """Seed every generator caffessl draws from: Caffe's own stream for the fillers and Dropout
+    (caffessl.caffe_rng, as Caffe::set_random_seed), torch's, numpy's and Python's (data shuffling, crops)."""
     import random
 
     import numpy as np

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..errors import ShapeMismatchError
@@ -221,22 +222,27 @@ class Threshold(NeuronLayer):
 
 @register("Dropout")
 class Dropout(NeuronLayer):
-    """TRAIN: y = x * mask / (1 - p) with mask ~ Bernoulli(1 - p), gradient through the same mask.
-    TEST: the identity. The mask comes from torch's generator (not Caffe's stream)."""
+    """TRAIN: y = x * mask * scale, gradient through the same mask; TEST: the identity. As Caffe's CPU
+    forward: the mask is caffe_rng_bernoulli(count, 1. - ratio) on Caffe's global stream (caffessl.caffe_rng:
+    a double comparison per 32-bit draw) and scale = float(1. / (1. - ratio)), the ratio being the float
+    field -- so after the same seed and the same draws before it, the mask is Caffe's."""
 
     def setup(self, bottom_shapes):
         p = self.param.dropout_param.dropout_ratio
         if not 0 <= p < 1:
             self.fail(f"dropout_param.dropout_ratio must lie in [0, 1), got {p}")
         self.ratio = p
-        self.scale = 1.0 / (1.0 - p)
+        self.keep = 1.0 - float(np.float32(p))        # Caffe: 1. - threshold_ (a float), in double
+        self.scale = float(np.float32(1.0 / self.keep))
 
     def forward(self, bottoms):
+        from .. import caffe_rng
         from ..proto import caffe_pb2
         x = bottoms[0]
         if self.phase != caffe_pb2.TRAIN:
             return [x.view_as(x)]
-        mask = torch.bernoulli(torch.full_like(x, 1.0 - self.ratio, requires_grad=False))
+        bits = caffe_rng.get().bernoulli(x.numel(), self.keep, dtype=np.float64)
+        mask = torch.from_numpy(bits.reshape(tuple(x.shape))).to(device=x.device, dtype=x.dtype)
         # Caffe: top = bottom * mask * scale (in that order)
         return [x * mask * self.scale]
 
