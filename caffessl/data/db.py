@@ -1,7 +1,74 @@
-"""Caffe's db::GetDB: a DataParameter.DB backend (or a converter's --backend name) -> reader / writer."""
+"""Caffe's db::GetDB: a DataParameter.DB backend (or a converter's --backend name) -> reader / writer, and
+what the LMDB and LevelDB readers and writers share."""
 from __future__ import annotations
 
+import os
+
+from ..errors import DataSourceError
 from ..proto import caffe_pb2
+
+
+class CyclingReader:
+    """Records in key order, wrapping to the first after the last (DataLayer's cursor). A backend gives
+    ``current()``, ``next()`` and ``_release()``, and may give a faster ``read_many``."""
+
+    path: str
+    _closed = False
+
+    def current(self) -> tuple[bytes, bytes]:
+        raise NotImplementedError
+
+    def next(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> tuple[bytes, bytes]:
+        kv = self.current()
+        self.next()
+        return kv
+
+    def read_many(self, n: int) -> list:
+        """The next ``n`` (key, value) records, wrapping to the first after the last (one call per batch)."""
+        return [self.read() for _ in range(n)]
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+
+class BatchWriter:
+    """A new database (Caffe's converters refuse to overwrite one); puts are committed ``commit_every`` at a
+    time (Caffe's transactions). A backend gives ``_write(pairs)`` and ``_finish()``."""
+
+    commit_every = 1000
+
+    @staticmethod
+    def refuse_existing(path: str) -> None:
+        if os.path.exists(path):
+            raise DataSourceError(f"{path}: already exists (Caffe's converters refuse to overwrite a database)")
+
+    def put(self, key: bytes, value: bytes):
+        self.pending.append((key, value))
+        if len(self.pending) >= self.commit_every:
+            self.commit()
+
+    def commit(self):
+        if self.pending:
+            self._write(self.pending)
+        self.pending = []
+
+    def close(self):
+        self.commit()
+        self._finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 _NAMES = {"lmdb": caffe_pb2.DataParameter.LMDB, "leveldb": caffe_pb2.DataParameter.LEVELDB}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from ..errors import DataSourceError
+from .db import BatchWriter, CyclingReader
 from .shared_handles import SharedHandles
 
 # Caffe's LevelDB::Open: block_size 65536, write_buffer_size 268435456, max_open_files 100
@@ -45,14 +46,13 @@ def _open_db(path: str, where: str):
     return _DBS.acquire(path, opener)
 
 
-class LevelDBReader:
+class LevelDBReader(CyclingReader):
     """Records in key order, wrapping to the first after the last (DataLayer's cursor)."""
 
     def __init__(self, path: str, where: str):
         self.path = path
         self.where = where
         self.db, self._key = _open_db(path, where)
-        self._closed = False
         self.it = self.db.raw_iterator()
         self.it.seek_to_first()
         if not self.it.valid():
@@ -67,22 +67,7 @@ class LevelDBReader:
         if not self.it.valid():
             self.it.seek_to_first()
 
-    def read(self) -> tuple[bytes, bytes]:
-        kv = self.current()
-        self.next()
-        return kv
-
-    def read_many(self, n: int) -> list:
-        """The next ``n`` (key, value) records, wrapping to the first after the last (one call per batch)."""
-        out = []
-        for _ in range(n):
-            out.append(self.read())
-        return out
-
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self):
         self.it = None
         _DBS.release(self._key)
 
@@ -96,14 +81,12 @@ def iterate_leveldb(path: str, where: str):
         _DBS.release(key)
 
 
-class LevelDBWriter:
-    """A new database (Caffe's converters refuse to overwrite one); puts go out in write batches of
-    ``commit_every`` (Caffe's LevelDBTransaction)."""
+class LevelDBWriter(BatchWriter):
+    """Puts go out in write batches of ``commit_every`` (Caffe's LevelDBTransaction)."""
 
     def __init__(self, path: str, commit_every: int = 1000):
         plyvel = _plyvel(f"{path}")
-        if os.path.exists(path):
-            raise DataSourceError(f"{path}: already exists (Caffe's converters refuse to overwrite a database)")
+        self.refuse_existing(path)
         try:
             self.db = plyvel.DB(path, create_if_missing=True, error_if_exists=True, block_size=BLOCK_SIZE,
                                 write_buffer_size=WRITE_BUFFER_SIZE, max_open_files=MAX_OPEN_FILES)
@@ -112,23 +95,10 @@ class LevelDBWriter:
         self.pending: list[tuple[bytes, bytes]] = []
         self.commit_every = commit_every
 
-    def put(self, key: bytes, value: bytes):
-        self.pending.append((key, value))
-        if len(self.pending) >= self.commit_every:
-            self.commit()
-
-    def commit(self):
+    def _write(self, pairs):
         with self.db.write_batch() as wb:
-            for k, v in self.pending:
+            for k, v in pairs:
                 wb.put(k, v)
-        self.pending = []
 
-    def close(self):
-        self.commit()
+    def _finish(self):
         self.db.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

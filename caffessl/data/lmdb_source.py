@@ -6,6 +6,7 @@ import itertools
 import os
 
 from ..errors import DataSourceError
+from .db import BatchWriter, CyclingReader
 from .shared_handles import SharedHandles
 
 
@@ -27,14 +28,13 @@ def _open_env(path: str, where: str):
     return _ENVS.acquire(path, opener)
 
 
-class LMDBReader:
+class LMDBReader(CyclingReader):
     """Records in key order, wrapping to the first after the last (DataLayer's cursor)."""
 
     def __init__(self, path: str, where: str):
         self.path = path
         self.where = where
         self.env, self._key = _open_env(path, where)
-        self._closed = False
         self.txn = self.env.begin(buffers=False)
         self.cursor = self.txn.cursor()
         if not self.cursor.first():
@@ -50,11 +50,6 @@ class LMDBReader:
     def next(self):
         if not self.cursor.next():
             self.cursor.first()
-
-    def read(self) -> tuple[bytes, bytes]:
-        kv = self.current()
-        self.next()
-        return kv
 
     def read_many(self, n: int) -> list:
         """The next ``n`` (key, value) records, wrapping to the first after the last (one call per batch)."""
@@ -76,10 +71,7 @@ class LMDBReader:
             self.cursor.set_key(got[-1][0])
         return got
 
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self):
         try:
             self.txn.abort()
         except Exception:
@@ -97,41 +89,28 @@ def iterate_lmdb(path: str, where: str):
         _ENVS.release(key)
 
 
-class LMDBWriter:
+class LMDBWriter(BatchWriter):
     """Put key/value pairs in transactions of ``commit_every``; the map size doubles when full."""
 
     def __init__(self, path: str, map_size: int = 1 << 26, commit_every: int = 1000):
         import lmdb
-        if os.path.exists(path):
-            raise DataSourceError(f"{path}: already exists (Caffe's converters refuse to overwrite a database)")
+        self.refuse_existing(path)
         os.makedirs(path)
         self.env = lmdb.open(path, map_size=map_size, subdir=True, meminit=False)
         self.pending: list[tuple[bytes, bytes]] = []
         self.commit_every = commit_every
 
-    def put(self, key: bytes, value: bytes):
-        self.pending.append((key, value))
-        if len(self.pending) >= self.commit_every:
-            self.commit()
-
-    def commit(self):
+    def _write(self, pairs):
         import lmdb
-        while self.pending:
+        while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    for k, v in self.pending:
+                    for k, v in pairs:
                         txn.put(k, v)
-                self.pending = []
+                return
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
 
-    def close(self):
-        self.commit()
+    def _finish(self):
         self.env.sync()
         self.env.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
