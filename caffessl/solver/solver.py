@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import numpy as np
 import torch
@@ -233,7 +232,6 @@ class Solver:
         self._start_iter = self.iter
         self._losses = []
         self.smoothed_loss = f32(0)
-        timer, iterations_last = time.perf_counter(), self.iter
         iter_size = sp.iter_size
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
@@ -253,12 +251,8 @@ class Solver:
                     f"iteration {self.iter}: the training loss is {fmt_num(loss)}: training diverged (lower "
                     f"base_lr, or clip_gradients); the weights were not updated or saved; last snapshot: {last}")
             self._update_smoothed_loss(loss)
-            if display:
-                lapse = time.perf_counter() - timer
-                per_s = (self.iter - iterations_last) / (lapse or 1.0)
-                log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, fmt_num(per_s),
-                         fmt_num(lapse), sp.display, fmt_num(self.smoothed_loss))
-                timer, iterations_last = time.perf_counter(), self.iter
+            if display:   # the SSL fork's line (BVLC 1.0 later added "(x iter/s, ...)")
+                log.info("Iteration %d, loss = %s", self.iter, fmt_num(self.smoothed_loss))
                 self._log_outputs(self.net, "Train", None)
             term = self.apply_update(display)
             if display:

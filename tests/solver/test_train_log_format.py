@@ -4,6 +4,7 @@ with the same numbers: random_seed 1701 gives Caffe's initial weights (caffessl.
 Caffe's to the printed digits and the snapshot to float32 rounding (measured: 1.5e-8)."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -34,6 +35,13 @@ def test_train_log_parses_into_caffes_tables(tmp_path):
         for key in [k for k in gold[0] if k not in ("NumIters", "Seconds", "LearningRate")]:
             assert [r[key] for r in ours] == [r[key] for r in gold], key
     assert [r["NumIters"] for r in ours_test] == [0, 5, 10]
+    # line for line, the solver's messages are the fork's: iterations, lr, outputs, the SSL sparsity and
+    # regularization lines, snapshots (glog prefixes stripped)
+    keep = re.compile(r"Iteration|Test net|Train net|lr =|Sparsity|regular|Snapshot|Optimization Done")
+    strip = re.compile(r"^[IWEF]\d+ [\d:.]+ +\d+ [\w.]+:\d+\] ")
+    ours_lines = [strip.sub("", l) for l in err.splitlines() if keep.search(l) and strip.match(l)]
+    gold_msgs = [strip.sub("", l) for l in gold_lines if keep.search(l) and strip.match(l)]
+    assert ours_lines == gold_msgs
     # snapshot_after_train with snapshot_prefix "snap" (relative to the CWD)
     assert (tmp_path / "snap_iter_10.caffemodel").is_file() and (tmp_path / "snap_iter_10.solverstate").is_file()
     ours_w = {n: a for n, _, a in read_weights(str(tmp_path / "snap_iter_10.caffemodel"))}
