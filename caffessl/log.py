@@ -2,7 +2,7 @@
 
 A line looks like Caffe's::
 
-    I1122 10:00:00.000000 12345 solver.py:218] Iteration 100 (50.1 iter/s, 2s/100 iters), loss = 0.3
+    I1122 10:00:00.000000 12345 solver.py:257] Iteration 100, loss = 0.3
 
 (severity letter, month-day, wall time with microseconds, thread id, source file:line, message). The library
 logs to the ``caffessl`` logger and installs no handler; the CLI calls ``setup_logging()``. A message with a
