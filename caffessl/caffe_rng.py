@@ -131,7 +131,7 @@ class CaffeRNG:
             parts.append(val[pos])
             have += pos.size
             self.unread(buf[stop:])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, F)
 
     def _normal_slow(self, d: "_Draws") -> F:
         while True:

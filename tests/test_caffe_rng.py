@@ -135,6 +135,12 @@ def test_uniform_bernoulli_and_rand_share_one_stream():
     assert abs(b.mean() - 0.3) < 0.1 and abs(float(u.mean()) - 0.25) < 0.05
 
 
+def test_empty_draws_take_nothing_from_the_stream():
+    rng, ref = caffe_rng.CaffeRNG(8), _Scalar(8)
+    assert rng.gaussian(0, 0, 1).shape == rng.uniform(0, 0, 1).shape == rng.bernoulli(0, 0.5).shape == (0,)
+    assert rng.rand() == ref.draw()
+
+
 def test_set_random_seed_restarts_the_filler_stream():
     caffe.set_random_seed(11)
     a = caffe_rng.get().gaussian(5, 0, 1)
