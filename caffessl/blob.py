@@ -165,6 +165,11 @@ class ParamBlob:
         return self._diff
 
     @property
+    def diff_tensor(self) -> torch.Tensor:
+        """The param's diff as a tensor in its own shape (a PERMISSIVE share's: a view of its owner's)."""
+        return self._grad().t
+
+    @property
     def diff(self) -> np.ndarray:
         return self._grad().numpy()
 

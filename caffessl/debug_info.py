@@ -44,14 +44,6 @@ def forward(layer, tops) -> None:
                  fmt_num(_mean_abs(p)))
 
 
-def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
-    """p's diff += g (a PERMISSIVE share's view accumulates into its owner's diff)."""
-    leaf = p if p.is_leaf else p._base
-    if leaf.grad is None:
-        leaf.grad = torch.zeros_like(leaf)
-    (leaf.grad if leaf is p else leaf.grad.view(p.shape)).add_(g)
-
-
 def backward(net, accumulate: bool = True) -> None:
     """Net::Backward with debug_info on the last recorded forward: layer by layer from the last, the
     per-layer lines, then the norms of all learnable params. ``accumulate``: this pass IS the backward (the
@@ -66,10 +58,9 @@ def backward(net, accumulate: bool = True) -> None:
         for j, (p, g) in enumerate(zip(layer.params, pgrads)):
             if not p.requires_grad:
                 continue
+            diff = layer.blobs[j].diff_tensor      # a PERMISSIVE share's: a view of its owner's diff
             if g is not None and accumulate:
-                _accumulate(p, g)
-            leaf = p if p.is_leaf else p._base
-            diff = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+                diff.add_(g)
             log.info("    [Backward] Layer %s, param blob %d diff: %s", layer.name, j, fmt_num(_mean_abs(diff)))
     sums = torch.zeros(4, dtype=torch.float32)
     for info in net.learnable_params:
