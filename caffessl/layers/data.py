@@ -290,6 +290,7 @@ class WindowData(PrefetchingDataLayer):
         import logging
 
         from ..data.rng import layer_rng
+        from ..data.transform import DataTransformer
         from ..data.windows import WindowBatchLoader, read_window_file
         p, tp = self.param.window_data_param, self.param.transform_param
         where = self._where()
@@ -306,8 +307,6 @@ class WindowData(PrefetchingDataLayer):
             self.fail("transform_param.crop_size must be positive for WindowData")
         if p.batch_size < 1:
             self.fail(f"window_data_param.batch_size must be positive, got {p.batch_size}")
-        if tp.HasField("mean_file") and len(tp.mean_value):
-            self.fail("cannot specify mean_file and mean_value at the same time")
         if p.crop_mode not in ("warp", "square"):
             self.fail(f"window_data_param.crop_mode must be 'warp' or 'square', got '{p.crop_mode}'")
         logging.getLogger("caffessl").info(
@@ -316,18 +315,15 @@ class WindowData(PrefetchingDataLayer):
             p.fg_threshold, p.bg_threshold, p.fg_fraction, p.cache_images, p.root_folder)
         wf = read_window_file(p.source, p.root_folder, p.fg_threshold, p.bg_threshold, where)
         c, s = wf.channels, int(tp.crop_size)
-        mean = mean_values = None
-        if tp.HasField("mean_file"):
-            from ..io.blobproto import read_binaryproto
-            mean = read_binaryproto(tp.mean_file).astype(np.float32)
-            mean = mean.reshape(mean.shape[-3:]) if mean.ndim >= 3 else mean
-            if mean.ndim != 3 or mean.shape[0] != c or min(mean.shape[1:]) < s:
-                self.fail(f"mean_file '{tp.mean_file}' has shape {mean.shape}; WindowData needs {c} channels of "
-                          f"at least {s}x{s}", cls=DataSourceError)
-        elif len(tp.mean_value):
-            if len(tp.mean_value) not in (1, c):
+        means = DataTransformer(tp, self.phase, None, where)   # mean_file / mean_value read and checked once
+        mean, mean_values = means.mean, None
+        if mean is not None and (mean.shape[0] != c or min(mean.shape[1:]) < s):
+            self.fail(f"mean_file '{tp.mean_file}' has shape {mean.shape}; WindowData needs {c} channels of at "
+                      f"least {s}x{s}", cls=DataSourceError)
+        if means.mean_values.size:
+            if means.mean_values.size not in (1, c):
                 self.fail(f"specify either 1 mean_value or as many as channels: {c}")
-            mean_values = np.array(list(tp.mean_value) * (c if len(tp.mean_value) == 1 else 1), np.float32)
+            mean_values = np.broadcast_to(means.mean_values, (c,)).copy()
         logging.getLogger("caffessl").info("Amount of context padding: %d; crop mode: %s", p.context_pad, p.crop_mode)
         bs = int(p.batch_size)
         self._top_shapes = [(bs, c, s, s), (bs,)]
