@@ -20,6 +20,11 @@ COMMANDS = {
     "upgrade-net": ("upgrade_net", "upgrade a legacy V0/V1 prototxt and caffemodel to the current format"),
     "compute-image-mean": ("image_mean", "the mean image of an LMDB/LevelDB as a binaryproto (like "
                                          "`compute_image_mean`)"),
+    "analyze": ("analyze", "per-layer element/row/column/block sparsity of a caffemodel, plots, zero-out (like "
+                           "the SSL fork's sparsity_analyzer.py)"),
+    "slim": ("slim", "remove zero filters and unused channels for good: a smaller prototxt + caffemodel"),
+    "parse-log": ("parse_log", "training log -> .train/.test CSV tables (like Caffe's parse_log.py)"),
+    "plot-log": ("plot_log", "plot loss/accuracy curves of a training log"),
 }
 
 

@@ -1,0 +1,51 @@
+"""``caffessl slim``: remove zero filters and unused channels (caffessl.sparsity.slim) and write the smaller
+prototxt + caffemodel, after checking that the slimmed net computes what the original does."""
+from __future__ import annotations
+
+# largest |slimmed - original| output difference accepted by the check, relative to the output's scale
+CHECK_RTOL = 1e-4
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="net prototxt (deploy or train_val)")
+    p.add_argument("--weights", required=True, help="trained (sparse) caffemodel")
+    p.add_argument("--out-model", required=True, help="where to write the slimmed prototxt")
+    p.add_argument("--out-weights", required=True, help="where to write the slimmed caffemodel")
+    p.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"],
+                   help="phase to build the net in (default TEST); the result is exact for that phase")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip running both nets on one batch and comparing their outputs")
+
+
+def run(args):
+    import numpy as np
+
+    from ..errors import CaffeSSLError
+    from ..net import TEST, TRAIN, Net
+    from ..sparsity.slim import check, param_count, slim, write
+
+    net = Net(args.model, weights=args.weights, phase=TEST if args.phase == "TEST" else TRAIN)
+    result = slim(net)
+    print(f"{'layer':<16} {'type':<13} {'before':>7} {'after':>7} {'unused':>7} {'folded':>7}  note")
+    for r in result.producers:
+        note = f"kept: {r.blocked_by} reads its channels" if r.blocked_by else (
+            f"{r.kept_zero} zero filter(s) kept (padded conv or no bias term)" if r.kept_zero else "")
+        print(f"{r.layer:<16} {r.type:<13} {r.before:>7} {r.after:>7} {r.unused:>7} {r.folded:>7}  {note}")
+    before = param_count({l.name: [p.detach().numpy() for p in l.params] for l in net.layers})
+    after = param_count(result.arrays)
+    for w in result.warnings:
+        print(f"warning: {w}")
+    print(f"channels removed: {result.removed}; learnable values {before} -> {after} "
+          f"({after / max(before, 1):.3f}x)")
+    if not args.no_check:
+        diffs = check(net, result)
+        scale = max([float(np.abs(net.blobs[k].data).max()) for k in diffs] + [1.0])
+        worst = max(diffs.values(), default=0.0)
+        print("check (max |slimmed - original| per output): "
+              + ", ".join(f"{k} {v:.3g}" for k, v in diffs.items()))
+        if worst > CHECK_RTOL * scale:
+            raise CaffeSSLError(f"slim: the slimmed net's outputs differ from the original's by {worst:.3g} "
+                                f"(scale {scale:.3g}); nothing written")
+    write(result, args.out_model, args.out_weights)
+    print(f"wrote {args.out_model} and {args.out_weights}")
+    return 0
