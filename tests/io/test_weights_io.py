@@ -144,3 +144,17 @@ def test_shapeless_blobs(tmp_path):
     p.write_bytes(net.SerializeToString())
     (_, _, (a,)), = read_weights(p)
     assert a.shape == () and float(a) == 0.25
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    """mkstemp creates 0600 files: a snapshot or caffemodel must be as readable as one written by open()."""
+    import os
+    from caffessl.io.atomic import atomic_write
+    mask = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.caffemodel", b"x")
+        with open(tmp_path / "b.caffemodel", "wb") as f:
+            f.write(b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.caffemodel").stat().st_mode & 0o777 == (tmp_path / "b.caffemodel").stat().st_mode & 0o777 == 0o640
