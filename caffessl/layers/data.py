@@ -330,3 +330,76 @@ class WindowData(PrefetchingDataLayer):
         self._start_prefetch(WindowBatchLoader(wf, bs, s, int(p.context_pad), p.crop_mode == "square",
                                                bool(tp.mirror), p.fg_fraction, p.scale, mean, mean_values,
                                                bool(p.cache_images), layer_rng(), where))
+
+
+# -- layers that write their bottoms to a file ---------------------------------------------------------
+
+@register("HDF5Output")
+class HDF5Output(Layer):
+    """Caffe's HDF5OutputLayer: its two bottoms are written to ``hdf5_output_param.file_name`` as the datasets
+    "data" and "label" (Caffe's HDF5_DATA_DATASET_NAME / HDF5_DATA_LABEL_NAME, whatever the bottoms are called).
+
+    As in Caffe: the file is created (truncated) at set-up; forward saves the bottoms through the legacy 4-axis
+    view (num, channels, height, width: an (N, K) blob is saved as (N, K, 1, 1), at most 4 axes) in the net's
+    float type, after checking that both have the same batch size; there are no tops and no gradient. The file
+    holds one batch: Caffe's second forward aborts ("Failed to make float dataset data", the dataset exists),
+    here a DataSourceError that leaves the first batch in the file. Each write replaces the file whole."""
+    num_bottoms = 2
+    num_tops = 0
+    has_backward = False
+    no_grad_bottoms = (0, 1)
+    DATASETS = ("data", "label")
+
+    def setup(self, bottom_shapes):
+        self.file_name = self.param.hdf5_output_param.file_name
+        if not self.file_name:
+            self.fail("hdf5_output_param.file_name is empty (Caffe: Failed to open HDF5 file)")
+        self._saved_rows = None
+        self._write({})   # Caffe's H5Fcreate(H5F_ACC_TRUNC): an HDF5 file without datasets
+
+    def reshape(self, bottom_shapes):
+        return []
+
+    def forward(self, bottoms):
+        from ..log import get_logger
+        data, label = (self._legacy_4d(i, b) for i, b in enumerate(bottoms))
+        if data.shape[0] != label.shape[0]:
+            self.shape_error(f"data blob and label blob must have the same batch size: '{self.param.bottom[0]}' "
+                             f"{tuple(bottoms[0].shape)} has {data.shape[0]}, '{self.param.bottom[1]}' "
+                             f"{tuple(bottoms[1].shape)} has {label.shape[0]}")
+        if self._saved_rows is not None:
+            self.fail(f"HDF5 file '{self.file_name}' already holds dataset 'data' ({self._saved_rows} rows from an "
+                      f"earlier forward): HDF5Output writes one batch per file, and Caffe aborts on a second "
+                      f"forward (\"Failed to make float dataset data\")", DataSourceError)
+        log = get_logger()
+        log.info("Saving HDF5 file %s", self.file_name)
+        self._write(dict(zip(self.DATASETS, (data, label))))
+        self._saved_rows = int(data.shape[0])
+        log.info("Successfully saved %d rows", self._saved_rows)
+        return []
+
+    def _legacy_4d(self, i, t):
+        """Blob::num()/channels()/height()/width(): missing axes are 1, more than 4 axes is an error."""
+        shape = tuple(t.shape)
+        if len(shape) > 4:
+            self.shape_error(f"bottom {i} ('{self.param.bottom[i]}') has shape {shape}: Caffe's HDF5Output saves "
+                             f"blobs through the legacy 4-axis accessors and cannot use more than 4 axes")
+        np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+        return t.detach().to("cpu").numpy().astype(np_dtype, copy=False).reshape(shape + (1,) * (4 - len(shape)))
+
+    def _write(self, datasets):
+        import os
+
+        import h5py
+
+        from ..io.atomic import atomic_path
+        folder = os.path.dirname(os.path.abspath(self.file_name))
+        if not os.path.isdir(folder):
+            self.fail(f"Failed to open HDF5 file '{self.file_name}': folder '{folder}' does not exist",
+                      DataSourceError)
+        try:
+            with atomic_path(self.file_name) as tmp, h5py.File(tmp, "w") as f:
+                for name, arr in datasets.items():
+                    f.create_dataset(name, data=arr)
+        except OSError as e:
+            self.fail(f"Failed to open HDF5 file '{self.file_name}' for writing: {e}", DataSourceError)
