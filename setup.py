@@ -21,7 +21,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "onnxruntime", "grpcio-tools==1.85.1"],  # the protoc that generated caffe_pb2 (staleness test)
+        "test": ["pytest", "onnxruntime", "matplotlib",            # matplotlib: the plot tests (analyze, plot-log)
+                 "grpcio-tools==1.85.1"],  # the protoc that generated caffe_pb2 (staleness test)
         "plot": ["matplotlib"],
         "proto": ["grpcio-tools"],
     },

@@ -60,3 +60,15 @@ class ExportError(CaffeSSLError):
 
 class SparseTrainingError(CaffeSSLError):
     """A gradient requested through a sparse conv_mode (Caffe: "Training in sparse format is not supported")."""
+
+
+class LogParseError(CaffeSSLError):
+    """A file that is not a Caffe / caffessl training log (no ``Solving`` line, unreadable)."""
+
+
+class PlotError(CaffeSSLError):
+    """A plot that cannot be drawn (matplotlib missing, nothing to plot, unknown column)."""
+
+
+class PlotUnavailableError(PlotError, ImportError):
+    """Plots were asked for but matplotlib cannot be imported."""
