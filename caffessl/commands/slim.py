@@ -13,6 +13,8 @@ def add_arguments(p):
     p.add_argument("--out-weights", required=True, help="where to write the slimmed caffemodel")
     p.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"],
                    help="phase to build the net in (default TEST); the result is exact for that phase")
+    p.add_argument("--no-depth", action="store_true",
+                   help="keep residual branches whose weights are all zero (default: replace each by a Bias layer)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running both nets on one batch and comparing their outputs")
 
@@ -25,7 +27,11 @@ def run(args):
     from ..sparsity.slim import check, param_count, slim, write
 
     net = Net(args.model, weights=args.weights, phase=TEST if args.phase == "TEST" else TRAIN)
-    result = slim(net)
+    result = slim(net, depth=not args.no_depth)
+    for b in result.branches:
+        print(f"branch {' -> '.join(b.chain)} -> {b.eltwise}: all-zero weights; '{b.eltwise}' is now a Bias layer")
+    if result.removed_layers:
+        print(f"layers removed: {len(result.removed_layers)} ({', '.join(result.removed_layers)})")
     print(f"{'layer':<16} {'type':<13} {'before':>7} {'after':>7} {'unused':>7} {'folded':>7}  note")
     for r in result.producers:
         note = f"kept: {r.blocked_by} reads its channels" if r.blocked_by else (

@@ -56,6 +56,8 @@ class SlimResult:
     arrays: "OrderedDict[str, list]"       # layer name -> learnable blobs (numpy), Caffe order
     producers: list
     warnings: list = field(default_factory=list)   # SSL settings the new shapes no longer fit
+    branches: list = field(default_factory=list)   # depth.Branch: zero residual branches now a Bias layer
+    removed_layers: list = field(default_factory=list)
 
     @property
     def removed(self) -> int:
@@ -215,8 +217,26 @@ def _other_phase_readers(net, names) -> str | None:
     return None
 
 
-def slim(net) -> SlimResult:
-    """Plan and apply the slimming of ``net`` (weights loaded). The net itself is not modified."""
+def slim(net, depth: bool = True) -> SlimResult:
+    """Plan and apply the slimming of ``net`` (weights loaded); the net itself is not modified. With ``depth``,
+    zeroed residual branches are removed first (``caffessl.sparsity.depth``), then channels."""
+    if depth:
+        from ..net import Net
+        from .depth import drop_zero_branches
+        param, arrays, branches, removed = drop_zero_branches(net)
+        if branches:
+            shallow = Net(param, phase=net.phase, device=net.device, dtype=net.dtype)
+            for layer in shallow.layers:
+                with torch.no_grad():
+                    for t, a in zip(layer.params, arrays[layer.name]):
+                        t.copy_(torch.as_tensor(a).reshape(t.shape))
+            result = _slim_channels(shallow)
+            result.branches, result.removed_layers = branches, removed
+            return result
+    return _slim_channels(net)
+
+
+def _slim_channels(net) -> SlimResult:
     graph = _graph(net)
     _, ins, _ = graph
     arrays = OrderedDict((l.name, [p.detach().cpu().numpy().copy() for p in l.params]) for l in net.layers)

@@ -239,3 +239,64 @@ def test_block_specs_that_stop_tiling_are_reported(tmp_path):
     result = slim(net)
     assert result.removed == 1
     assert len(result.warnings) == 1 and "'conv2' param 0" in result.warnings[0] and "63" in result.warnings[0]
+
+
+def _resnet20_deploy(tmp_path):
+    """The shipped depth-SSL ResNet-20 with its data layers replaced by an Input and its loss/accuracy
+    dropped, random weights (BatchNorm statistics positive)."""
+    from caffessl.io.prototxt import read_net_prototxt, to_text
+    from tests.golden import REPO
+    p = read_net_prototxt(REPO / "models" / "resnet20_cifar10" / "resnet20_depth_ssl.prototxt")
+    layers = [lp for lp in p.layer if lp.type not in ("Data", "Accuracy", "SoftmaxWithLoss")]
+    del p.layer[:]
+    inp = p.layer.add(name="data", type="Input", top=["data"])
+    inp.input_param.shape.add(dim=[2, 3, 32, 32])
+    p.layer.extend(layers)
+    net, model = _net(tmp_path, to_text(p), name="resnet20.prototxt")
+    rng = np.random.default_rng(5)
+    for layer in net.layers:
+        for b in net.params.get(layer.name, []):
+            b.data[...] = rng.standard_normal(b.data.shape) * (0.1 if b.data.ndim > 1 else 0.5)
+        if layer.type == "BatchNorm":
+            net.params[layer.name][1].data[...] = 1 + np.abs(net.params[layer.name][1].data)
+            net.params[layer.name][2].data[...] = 1.0
+    return net, model
+
+
+def test_depth_zero_residual_branches_become_bias_layers(tmp_path):
+    net, _ = _resnet20_deploy(tmp_path)
+    net.params["res2b_branch2a"][0].data[...] = 0      # a whole block zeroed by depth SSL
+    net.params["res2b_branch2b"][0].data[...] = 0
+    net.params["res3b_branch2b"][0].data[...] = 0      # only the second conv: the first is then dead
+    result = slim(net)
+    assert [(b.eltwise, b.producer) for b in result.branches] == [("res2b", "res2b_branch2b"),
+                                                                  ("res3b", "res3b_branch2b")]
+    gone = set(result.removed_layers)
+    for block in ("res2b", "res3b"):
+        assert {f"{block}_branch2{s}{t}" for s in "ab" for t in ("", "_bn", "_scale")} <= gone
+        assert f"{block}_branch2a_relu" in gone and f"{block}" not in gone
+    assert len(gone) == 14 and not any(n.startswith(("res2a", "res2c", "res3a", "res3c")) for n in gone)
+    small = _reload(tmp_path, result)
+    assert small.layer_type("res2b") == "Bias" and small.params["res2b"][0].data.shape == (16,)
+    # the constant: BatchNorm then Scale of a zero conv output (bias_term false): gamma*(0-mean)/sqrt(var+eps)+beta
+    m, v, s = (net.params["res2b_branch2b_bn"][i].data for i in range(3))
+    g, beta = (net.params["res2b_branch2b_scale"][i].data for i in range(2))
+    expect = g * (0 - m / s[0]) / np.sqrt(v / s[0] + 1e-5) + beta
+    np.testing.assert_allclose(small.params["res2b"][0].data, expect, rtol=1e-5, atol=1e-6)
+    assert len(small.layers) == len(net.layers) - 14
+    _same_outputs(net, small, atol=1e-4)
+
+
+def test_depth_branch_read_elsewhere_stays(tmp_path):
+    net, model = _resnet20_deploy(tmp_path)
+    text = model.read_text() + ('layer { name: "aux" type: "InnerProduct" bottom: "res2b_branch2b" top: "aux" '
+                                'inner_product_param { num_output: 2 } include { phase: TRAIN } }\n')
+    net2, _ = _net(tmp_path, text, name="resnet20_aux.prototxt")
+    for layer in net.layers:
+        for a, b in zip(net2.params.get(layer.name, []), net.params.get(layer.name, [])):
+            a.data[...] = b.data
+    net2.params["res2b_branch2b"][0].data[...] = 0
+    assert slim(net2).branches == []                   # the TRAIN-only 'aux' reads the branch
+    net.params["res2b_branch2b"][0].data[...] = 0
+    assert [b.eltwise for b in slim(net).branches] == ["res2b"]
+    assert slim(net, depth=False).branches == []
