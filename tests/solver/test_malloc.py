@@ -59,5 +59,9 @@ def test_training_steps_do_not_refault_freed_activations():
     assert with_fix <= 60, f"{with_fix} minor page faults per step with the thresholds fixed"
     off, without = _faults_per_step(False)
     assert not off
-    # the control: glibc's default behaviour is what the fix is for
-    assert without > 3 * with_fix + 30, (with_fix, without)
+    # the control: glibc's default behaviour is what the fix is for. Its dynamic mmap threshold makes that
+    # behaviour depend on the allocation history (a fresh clone's first CI run once gave 0.07 faults/step),
+    # so a run where the default does not refault has nothing to compare and says so.
+    if without <= 3 * with_fix + 30:
+        pytest.skip(f"glibc's default allocator did not refault in this run ({without:.2f} faults/step, "
+                    f"{with_fix:.2f} with the fix): the control shows no difference to measure")
