@@ -205,15 +205,9 @@ def plot_tables(tables: LogTables, out, x: str = "iters", y=None, title: str | N
                         f"(columns: {', '.join(available)})")
     if not names or not (tables.train or tables.test):
         raise PlotError("the log has no train or test rows to plot")
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise PlotError(f"plotting needs matplotlib (pip install matplotlib): {e}") from None
-    from .io.atomic import atomic_path
+    from .plotting import figure, save_png
     xcol = X_COLUMNS[x]
-    fig = Figure(figsize=(7.0, 2.6 * len(names) + 0.6))
-    FigureCanvasAgg(fig)
+    fig = figure(7.0, 2.6 * len(names) + 0.6)
     for i, name in enumerate(names):
         ax = fig.add_subplot(len(names), 1, i + 1)
         phases = (("train", tables.train, "-"), ("test", tables.test, "--"))
@@ -232,10 +226,4 @@ def plot_tables(tables: LogTables, out, x: str = "iters", y=None, title: str | N
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = os.fspath(out)
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png")
-    except OSError as e:
-        raise PlotError(f"cannot write '{out}': {e}") from None
-    return out
+    return save_png(fig, out)

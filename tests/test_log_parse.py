@@ -246,4 +246,4 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path, monkeypatch, cli):
     with pytest.raises(PlotError, match="needs matplotlib"):
         plot_tables(parse_lines(lines), tmp_path / "x.png")
     rc, _out, err = cli(["plot-log", "t.log", "--out", "x.png"], tmp_path)
-    assert rc == 1 and err.count("\n") == 1 and "PlotError" in err and "needs matplotlib" in err
+    assert rc == 1 and err.count("\n") == 1 and "PlotUnavailableError" in err and "needs matplotlib" in err

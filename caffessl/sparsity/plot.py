@@ -12,35 +12,13 @@ from __future__ import annotations
 
 import os
 
-from ..errors import PlotError, PlotUnavailableError
-from ..io.atomic import atomic_path
+from ..errors import PlotError
+from ..plotting import figure, save_png
 
 
 def require_matplotlib() -> None:
     """Raise :class:`PlotUnavailableError` now if plots cannot be drawn (before a long analysis)."""
-    _figure(1, 1)
-
-
-def _figure(width: float, height: float):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise PlotUnavailableError(f"plots need matplotlib, which is not importable ({e}); "
-                                   f"install it with `pip install matplotlib`") from None
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path) -> str:
-    path = os.fspath(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    except OSError as e:
-        raise PlotError(f"{path}: cannot write the plot ({e.strerror or e})") from None
-    return path
+    figure(1, 1)
 
 
 def _label(layer, g) -> str:
@@ -54,7 +32,7 @@ def plot_sparsity_bars(analysis, path) -> str:
     labels = [_label(l, g) for l, g in pairs]
     series = [("element", [g.elem_sparsity for _, g in pairs]), ("row", [g.row_sparsity for _, g in pairs]),
               ("column", [g.col_sparsity for _, g in pairs])]
-    fig = _figure(max(6.0, 0.9 * len(labels) + 2), 4.5)
+    fig = figure(max(6.0, 0.9 * len(labels) + 2), 4.5)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(labels))
     width = 0.27
@@ -67,7 +45,7 @@ def plot_sparsity_bars(analysis, path) -> str:
     ax.set_title(f"weight sparsity (zero: |w| < {analysis.threshold:g})")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_column_nonzero(analysis, path) -> str:
@@ -75,7 +53,7 @@ def plot_column_nonzero(analysis, path) -> str:
     import numpy as np
     pairs = analysis.groups()
     n = max(1, len(pairs))
-    fig = _figure(8.0, 1.0 + 1.4 * n)
+    fig = figure(8.0, 1.0 + 1.4 * n)
     for i, (l, g) in enumerate(pairs):
         ax = fig.add_subplot(n, 1, i + 1)
         ratio = np.sort(g.col_nonzero_ratio)[::-1]
@@ -85,7 +63,7 @@ def plot_column_nonzero(analysis, path) -> str:
         if i == 0:
             ax.set_title("nonzero ratio of each column (sorted)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_plots(analysis, folder) -> list[str]:
