@@ -141,11 +141,11 @@ def _through(layer, v: torch.Tensor, ndim: int) -> torch.Tensor:
 
 def _region(net, graph, p: int):
     """Follow producer ``p``'s top to its absorbers. Returns (absorbers [(layer index, blob key)],
-    transparent layer indices in net order, constant-propagation edges, blocker or None)."""
-    consumers, ins, outs = graph
+    transparent layer indices in net order, the blob names reached, what stopped the walk or None)."""
+    consumers, _, outs = graph
     start = outs[p][0]
     stack, seen = [start], {start}
-    absorbers, passes, blocker = [], [], None
+    absorbers, passes = [], []
     names = {start[0]}
     while stack:
         key = stack.pop()
@@ -167,7 +167,7 @@ def _region(net, graph, p: int):
                     seen.add(o)
                     names.add(o[0])
                     stack.append(o)
-    return absorbers, sorted(passes), names, blocker
+    return absorbers, sorted(passes), names, None
 
 
 def _weight_cols(arrs, layer, channels: int) -> np.ndarray:
