@@ -161,7 +161,9 @@ class Net:
                 raise NetGraphError(f"{self.source}: duplicate layer name '{name}'")
             seen_names.add(name)
             cls = get_layer_class(lp.type, name)
-            layer = cls(lp, self.phase, self.device, self.dtype)
+            # Net::Init gives a layer the net's phase only when it names none (a `phase: TRAIN` Dropout
+            # inside a TEST net keeps dropping)
+            layer = cls(lp, lp.phase if lp.HasField("phase") else self.phase, self.device, self.dtype)
             layer.net = weakref.proxy(self)
             nb, nt = len(lp.bottom), len(lp.top)
             if not count_ok(cls.num_bottoms, nb):
@@ -177,6 +179,8 @@ class Net:
                 available.pop(b, None)
             bottom_shapes = [self.blobs[b].shape for b in lp.bottom]
             layer.setup(bottom_shapes)
+            if len(lp.blobs):
+                self._prototxt_blobs(layer)
             top_shapes = layer.reshape(bottom_shapes)
             if len(top_shapes) != nt:
                 raise LayerConfigError(f"layer '{name}' ({lp.type}) produced {len(top_shapes)} tops, "
@@ -221,8 +225,21 @@ class Net:
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self._input_set = set(self.inputs)
 
+    def _prototxt_blobs(self, layer):
+        """Blobs written in the net prototxt are the layer's initial weights (Layer's constructor copies
+        them, LayerSetUp then skips the fillers; a caffemodel loaded later overrides them)."""
+        from .io.blobproto import blobproto_to_array
+        arrays = [blobproto_to_array(bp, f"layer '{layer.name}' blob {j}") for j, bp in enumerate(layer.param.blobs)]
+        try:
+            self._copy_layer(layer, arrays, self.source)
+        except WeightsError as e:
+            raise LayerConfigError(f"{e} (blobs given in the net prototxt)") from None
+
     def _append_params(self, layer):
         lp = layer.param
+        if len(lp.param) > len(layer.params):
+            raise LayerConfigError(f"layer '{layer.name}' ({lp.type}): too many params specified: "
+                                   f"{len(lp.param)} param {{}} entries for {len(layer.params)} learnable blob(s)")
         for i, p in enumerate(layer.params):
             spec = lp.param[i] if i < len(lp.param) else caffe_pb2.ParamSpec()
             pname = spec.name
@@ -234,12 +251,7 @@ class Net:
                     raise ShapeMismatchError(
                         f"layer '{layer.name}': cannot share param '{pname}' of shape {tuple(o.shape)} "
                         f"(owner '{owner.layer_name}') with a param of shape {tuple(p.shape)}")
-                if spec.HasField("lr_mult") and spec.lr_mult != owner.lr_mult:
-                    raise LayerConfigError(f"layer '{layer.name}': shared param '{pname}' has lr_mult "
-                                           f"{spec.lr_mult}, its owner has {owner.lr_mult}")
-                if spec.HasField("decay_mult") and spec.decay_mult != owner.decay_mult:
-                    raise LayerConfigError(f"layer '{layer.name}': shared param '{pname}' has decay_mult "
-                                           f"{spec.decay_mult}, its owner has {owner.decay_mult}")
+                self._adopt_mults(owner, spec, layer.name, pname)
                 if tuple(o.shape) == tuple(p.shape):
                     layer.params[i] = o
                 else:   # PERMISSIVE, same count: the owner's storage in this layer's shape (Blob::ShareData)
@@ -252,6 +264,25 @@ class Net:
             self.learnable_params.append(info)
             if pname:
                 self._param_owner_by_name[pname] = info
+
+    @staticmethod
+    def _adopt_mults(owner, spec, lname, pname):
+        """Net::AppendParam: a sharer's lr_mult / decay_mult must equal the owner's when the owner set one;
+        when it did not, the first sharer that sets it decides (the owner's default 1 is not binding)."""
+        for f in ("lr_mult", "decay_mult"):
+            if not spec.HasField(f):
+                continue
+            if owner.spec.HasField(f):
+                if getattr(spec, f) != getattr(owner, f):
+                    raise LayerConfigError(f"layer '{lname}': shared param '{pname}' has mismatched {f}: "
+                                           f"{getattr(spec, f)}, its owner '{owner.layer_name}' has "
+                                           f"{getattr(owner, f)}")
+                continue
+            adopted = caffe_pb2.ParamSpec()
+            adopted.CopyFrom(owner.spec)
+            setattr(adopted, f, getattr(spec, f))
+            owner.spec = adopted     # a copy: the owner layer's own LayerParameter is left as written
+            setattr(owner, f, getattr(spec, f))
 
     _ADOPTABLE = ("breadth_decay_mult", "kernel_shape_decay_mult", "regularization_type", "zerout_threshold")
 

@@ -32,6 +32,18 @@ class _ForwardOnly(torch.autograd.Function):
                                   f"(set conv_mode: LOWERED_GEMM, or --conv-mode=gemm, to train)")
 
 
+def needs_graph(x, w, b) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad))
+
+
+def forward_only(fn, x, w, b, where: str):
+    """``fn(x, w, b)`` with no graph; when a gradient is wanted, one whose backward raises Caffe's error."""
+    if not needs_graph(x, w, b):
+        with torch.no_grad():
+            return fn(x, w, b)
+    return _ForwardOnly.apply(x, w, b, fn, where)
+
+
 class LayerEngine:
     """Runs ``layer`` through the kernel chosen by ``choose(layer, w) -> kernel class``."""
 
@@ -64,15 +76,9 @@ class LayerEngine:
     # -- forward -----------------------------------------------------------------------------------
     def run(self, x, w, b):
         k = self.ensure_built()
-        needs_graph = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or
-                                                   (b is not None and b.requires_grad))
-        if k.differentiable or not needs_graph:
-            if not k.differentiable:
-                with torch.no_grad():
-                    return k(x, w, b)
+        if k.differentiable:
             return k(x, w, b)
-        where = f"layer '{self.layer.name}' ({self.layer.type}, {k.name})"
-        return _ForwardOnly.apply(x, w, b, k, where)
+        return forward_only(k, x, w, b, f"layer '{self.layer.name}' ({self.layer.type}, {k.name})")
 
     def forward(self, bottoms):
         raise NotImplementedError

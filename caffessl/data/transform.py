@@ -9,6 +9,8 @@ of the source image's shape. Images here are CHW (colour channels in BGR order, 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..errors import DataSourceError, LayerConfigError
@@ -17,16 +19,29 @@ from ..proto import caffe_pb2
 # deprecated fields of data_param / image_data_param that Caffe's UpgradeNetDataTransformation moves
 LEGACY_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
+log = logging.getLogger("caffessl")
+
 
 def effective_transform_param(layer_param, legacy_param=None):
-    """transform_param plus the deprecated per-layer fields that are set (Caffe's upgrade moves them)."""
+    """The layer's transform_param. Caffe moves the deprecated data_param / image_data_param fields
+    (scale, mean_file, crop_size, mirror) into it only for V1 ``layers {}`` entries (NetNeedsDataUpgrade
+    looks at ``layers`` alone; caffessl.io.upgrade_legacy does the same); in a ``layer {}`` entry Caffe 1.0's
+    data layers never read them, so they are ignored here too -- with a warning, as they change nothing."""
     tp = caffe_pb2.TransformationParameter()
     tp.CopyFrom(layer_param.transform_param)
     if legacy_param is not None:
         for f in LEGACY_FIELDS:
             if legacy_param.HasField(f):
-                setattr(tp, f, getattr(legacy_param, f))
+                pname = _snake(legacy_param.DESCRIPTOR.name).replace("_parameter", "_param")
+                log.warning("layer '%s': %s.%s is ignored, as Caffe ignores it in a `layer {}` entry (only V1 "
+                            "`layers {}` get it moved); set transform_param.%s instead", layer_param.name,
+                            pname, f, f)
     return tp
+
+
+def _snake(name: str) -> str:
+    """'ImageDataParameter' -> 'image_data_parameter'."""
+    return "".join(("_" if i else "") + c.lower() if c.isupper() else c for i, c in enumerate(name))
 
 
 class DataTransformer:

@@ -145,20 +145,37 @@ class Convolution(_ConvBase):
         return [tuple(s[:self.axis]) + (self.num_output, *self._conv_out(s))] * len(bottom_shapes)
 
     def forward(self, bottoms):
-        if self.conv_mode != caffe_pb2.ConvolutionParameter.LOWERED_GEMM and self.engine is not None:
-            return self.engine.forward(bottoms)
         w = self.params[0]
         b = self.params[1] if len(self.params) > 1 else None
         conv = _CONV[self.nsp]
+        args = (self.stride, self.pad, self.dilation, self.group)
+        if self.conv_mode != caffe_pb2.ConvolutionParameter.LOWERED_GEMM:
+            if self.engine is not None:
+                return self.engine.forward(bottoms)
+            conv = self._forward_only(conv)
         tops = []
         for x in bottoms:
             if self.axis == 1:
-                tops.append(conv(x, w, b, self.stride, self.pad, self.dilation, self.group))
+                tops.append(conv(x, w, b, *args))
                 continue
             lead, x2 = self._split(x)
-            y = conv(x2, w, b, self.stride, self.pad, self.dilation, self.group)
+            y = conv(x2, w, b, *args)
             tops.append(y.reshape(*lead, *y.shape[1:]))
         return tops
+
+    def _forward_only(self, conv):
+        """No sparse structure built (no weights loaded yet, DIRECT_DCONV, N-D ``auto``): the forward is the
+        dense one, but the fork's backward stops in every conv_mode but LOWERED_GEMM. (``auto``, caffessl's
+        override, picks the dense kernel for such a layer, which trains as LOWERED_GEMM does.)"""
+        from ..conv_modes import AUTO, mode_name
+        from ..conv_modes.engine import forward_only
+        if self.conv_mode == AUTO:
+            return conv
+        where = f"layer '{self.name}' (Convolution, conv_mode {mode_name(self.conv_mode)})"
+
+        def run(x, w, b, *args):
+            return forward_only(lambda x, w, b: conv(x, w, b, *args), x, w, b, where)
+        return run
 
     def on_weights_loaded(self, fmt):
         """Hook for caffessl.conv_modes (builds ``self.engine`` for sparse conv modes)."""
@@ -169,12 +186,16 @@ class Convolution(_ConvBase):
 @register("Deconvolution")
 class Deconvolution(_ConvBase):
     """Transposed convolution. Weights (C_in, C_out/group, k...); out = s(in-1) + d(k-1)+1 - 2p.
-    Caffe's Deconvolution forward is the dense backward-data GEMM whatever conv_mode says, so conv_mode
-    does not change its results."""
+    Its forward is Caffe's backward-data GEMM, which the SSL fork refuses in every conv_mode but LOWERED_GEMM
+    (ssl_fork.md 5): such a layer is a configuration error here."""
 
     def setup(self, bottom_shapes):
         self._conv_setup(bottom_shapes[0])
         p = self.param.convolution_param
+        if p.conv_mode != caffe_pb2.ConvolutionParameter.LOWERED_GEMM:
+            self.fail(f"conv_mode {caffe_pb2.ConvolutionParameter.ConvMode.Name(p.conv_mode)}: the SSL fork's "
+                      f"Deconvolution forward is a backward GEMM, which stops with 'Training in sparse format is "
+                      f"not supported' in every mode but LOWERED_GEMM")
         self.new_param((self.channels, self.num_output // self.group, *self.kernel), p.weight_filler)
         if p.bias_term:
             self.new_param((self.num_output,), p.bias_filler)

@@ -43,9 +43,20 @@ def test_raw_datum_transform_test_phase(raw_db):
     np.testing.assert_array_equal(net.blobs["data"].data, want)
 
 
-def test_legacy_data_param_scale_is_applied(raw_db):
+def test_deprecated_data_param_scale_in_a_layer_entry_is_ignored_as_caffe_does(raw_db, caplog):
+    # Caffe 1.0 moves data_param.scale into transform_param only for V1 `layers {}` (NetNeedsDataUpgrade
+    # loops over layers(i)); its DataLayer never reads data_param.scale
     src, imgs = raw_db
     net = caffe.Net(net_param(f'layer {{ name: "d" type: "Data" top: "data" data_param {{ source: "{src}" '
+                              f'batch_size: 1 backend: LMDB scale: 0.25 }} }}'), caffe.TEST)
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["data"].data[0], imgs[0].astype(np.float32))
+    assert "data_param.scale is ignored" in caplog.text and "layer 'd'" in caplog.text
+
+
+def test_deprecated_data_param_scale_in_a_v1_layers_entry_is_applied(raw_db):
+    src, imgs = raw_db
+    net = caffe.Net(net_param(f'layers {{ name: "d" type: DATA top: "data" data_param {{ source: "{src}" '
                               f'batch_size: 1 backend: LMDB scale: 0.25 }} }}'), caffe.TEST)
     net.forward()
     np.testing.assert_array_equal(net.blobs["data"].data[0], imgs[0] * np.float32(0.25))
