@@ -152,14 +152,12 @@ class Net:
         self._param_owner_by_name = {}
         self._propagate_down = []
         available = OrderedDict()       # blob name -> producing layer (not yet consumed)
-        seen_names = set()
+        # duplicate layer names are allowed, as in Caffe (BVLC's LRCN example has two layers named "data"):
+        # by-name lookups follow Caffe -- layer_dict / params keep the last, weights load into the first
         for lp_src in self.net_param.layer:
             lp = caffe_pb2.LayerParameter()
             lp.CopyFrom(lp_src)
             name = lp.name
-            if name in seen_names:
-                raise NetGraphError(f"{self.source}: duplicate layer name '{name}'")
-            seen_names.add(name)
             cls = get_layer_class(lp.type, name)
             # Net::Init gives a layer the net's phase only when it names none (a `phase: TRAIN` Dropout
             # inside a TEST net keeps dropping)
@@ -369,7 +367,7 @@ class Net:
         i1 = self._layer_index(end, "forward end")
         i1 = len(self.layers) - 1 if i1 is None else i1
         self._forward_range(i0, i1, record=torch.is_grad_enabled())
-        outs = self.outputs if end is None else self.top_names[self._layer_names[i1]]
+        outs = self.outputs if end is None else list(self.layers[i1].param.top)
         res = OrderedDict((o, self.blobs[o].data) for o in list(outs) + list(blobs or []))
         return res
 
@@ -514,14 +512,14 @@ class Net:
             layer = self.layers[i]
             bottoms, tops = rec["layers"].get(i, ((), ()))
             roots, seeds = [], []
-            for top, t in zip(self.top_names[layer.name], tops):
+            for top, t in zip(layer.param.top, tops):
                 g = grads.pop(id(t), None)
                 if g is None and (top in losses or (seed_outputs and top in self.outputs)):
                     g = self.top_seed(top, t)
                 if g is not None and t.requires_grad:
                     roots.append(t)
                     seeds.append(g)
-            need = [(n, b) for n, b in zip(self.bottom_names[layer.name], bottoms) if b.requires_grad]
+            need = [(n, b) for n, b in zip(layer.param.bottom, bottoms) if b.requires_grad]
             params = [p for p in layer.params if p.requires_grad]
             if not roots or not (need or params):
                 continue
@@ -566,7 +564,7 @@ class Net:
                                 f"gradients enabled through those layers (the last one ran "
                                 f"'{names[r0]}'..'{names[r1]}')")
         roots, grads = [], []
-        for name, t in zip(self.top_names[names[i_s]], rec["layers"].get(i_s, ((), ()))[1]):
+        for name, t in zip(self.layers[i_s].param.top, rec["layers"].get(i_s, ((), ()))[1]):
             if t.requires_grad:
                 roots.append(t)
                 grads.append(self.top_seed(name, t))
@@ -575,13 +573,13 @@ class Net:
         made = [(n, rec["first"][n]) for n, i in rec["producer"].items() if i_e <= i < i_s]
         if end is None:      # down to the net's own inputs (input: fields, no producing layer)
             made += [(n, t) for n, t in rec["first"].items() if n not in rec["producer"] and t.requires_grad]
-        ends = list(zip(self.bottom_names[names[i_e]], rec["layers"].get(i_e, ((), ()))[0]))
+        ends = list(zip(self.layers[i_e].param.bottom, rec["layers"].get(i_e, ((), ()))[0]))
         params = [p for i in range(i_e, i_s + 1) for p in self.layers[i].params if p.requires_grad]
         wanted = [t for _, t in made + ends if t.requires_grad] + params
         if roots and wanted:
             torch.autograd.backward(roots, grads, retain_graph=True, inputs=wanted)
         self._take_grads(made + [(n, t) for n, t in ends if n not in dict(made)])
-        outs = self.bottom_names[names[i_e]] if end is not None else list(self.inputs)
+        outs = list(self.layers[i_e].param.bottom) if end is not None else list(self.inputs)
         return OrderedDict((n, self.blobs[n].diff) for n in list(outs) + list(diffs or []))
 
     def clear_param_diffs(self):
@@ -597,8 +595,11 @@ class Net:
         records = read_weights(path)
         fmt = weights_format(path)
         loaded, ignored = [], []
+        first = {}                      # CopyTrainedLayersFrom: the first layer of that name
+        for l in self.layers:
+            first.setdefault(l.name, l)
         for lname, _ltype, arrays in records:
-            layer = self.layer_dict.get(lname)
+            layer = first.get(lname)
             if layer is None:
                 ignored.append(lname)
                 log.info("Ignoring source layer %s", lname)
@@ -652,7 +653,9 @@ class Net:
     def save(self, path, write_diff: bool = False):
         """Net::ToProto + WriteProtoToBinaryFile; ``write_diff`` adds each param's diff (snapshot_diff)."""
         from .io.caffemodel import write_caffemodel
-        write_caffemodel(path, self.to_proto(), self.layer_arrays(), self.layer_diffs() if write_diff else None)
+        arrays = [[p.detach().cpu().numpy() for p in l.params] for l in self.layers]   # per layer: names may repeat
+        diffs = [[b.diff.copy() for b in l.blobs] if l.params else [] for l in self.layers] if write_diff else None
+        write_caffemodel(path, self.to_proto(), arrays, diffs)
 
     def save_hdf5(self, path, write_diff: bool = False):
         from .io.caffemodel import write_caffemodel_hdf5

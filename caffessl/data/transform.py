@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from ..errors import DataSourceError, LayerConfigError
+from ..errors import CaffeSSLError, DataSourceError, LayerConfigError
 from ..proto import caffe_pb2
 
 # deprecated fields of data_param / image_data_param that Caffe's UpgradeNetDataTransformation moves
@@ -57,7 +57,10 @@ class DataTransformer:
         self.mean = None
         if tp.HasField("mean_file"):
             from ..io.blobproto import read_binaryproto
-            m = read_binaryproto(tp.mean_file)
+            try:
+                m = read_binaryproto(tp.mean_file)
+            except CaffeSSLError as e:
+                raise type(e)(f"{where}: transform_param.mean_file: {e}") from None
             if m.ndim == 4:
                 if m.shape[0] != 1:
                     raise DataSourceError(f"{where}: mean_file '{tp.mean_file}' must hold one image, "

@@ -105,7 +105,8 @@ def weights_format(path) -> str:
 
 def write_caffemodel(path, net_param, layer_blobs: dict, layer_diffs: dict | None = None) -> None:
     """Write ``net_param`` (its layers) with ``layer_blobs[name] = [arrays]`` as a binary caffemodel, and each
-    blob's ``diff`` from ``layer_diffs[name]`` when given (Caffe's snapshot_diff).
+    blob's ``diff`` from ``layer_diffs[name]`` when given (Caffe's snapshot_diff). Either may also be a list
+    with one entry per layer of ``net_param`` (a net whose layer names repeat, as Caffe allows).
 
     Layers are serialised by protobuf without their blobs; each blob is appended as raw bytes (packed float
     ``data`` then ``shape``, the order Caffe's serializer uses), so no float goes through Python lists.
@@ -119,12 +120,13 @@ def write_caffemodel(path, net_param, layer_blobs: dict, layer_diffs: dict | Non
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(head.SerializeToString())
-            for lp_src in net_param.layer:
+            for i, lp_src in enumerate(net_param.layer):
                 lp = caffe_pb2.LayerParameter()
                 lp.CopyFrom(lp_src)
                 del lp.blobs[:]
-                diffs = (layer_diffs or {}).get(lp.name) or [None] * len(layer_blobs.get(lp.name, []))
-                blobs = [encode_field(7, encode_blobproto(a, d)) for a, d in zip(layer_blobs.get(lp.name, []), diffs)]
+                arrays = _entry(layer_blobs, i, lp.name) or []
+                diffs = _entry(layer_diffs, i, lp.name) or [None] * len(arrays)
+                blobs = [encode_field(7, encode_blobproto(a, d)) for a, d in zip(arrays, diffs)]
                 body = lp.SerializeToString()
                 f.write(encode_field(100, None, len(body) + sum(len(b) for b in blobs)))
                 f.write(body)
@@ -132,6 +134,12 @@ def write_caffemodel(path, net_param, layer_blobs: dict, layer_diffs: dict | Non
                     f.write(b)
             f.flush()
             os.fsync(f.fileno())
+
+
+def _entry(per_layer, i: int, name: str):
+    if per_layer is None:
+        return None
+    return per_layer[i] if isinstance(per_layer, list) else per_layer.get(name)
 
 
 def write_caffemodel_hdf5(path, layer_names, layer_blobs: dict, layer_diffs: dict | None = None) -> None:

@@ -126,8 +126,12 @@ class Data(PrefetchingDataLayer):
         where = self._where()
         tp = effective_transform_param(self.param, p)
         rng = layer_rng()
-        transformer = DataTransformer(tp, self.phase, rng, where)
-        reader = open_reader(p.backend, p.source, where)
+        reader = open_reader(p.backend, p.source, where)     # Caffe opens the database before the mean file
+        try:
+            transformer = DataTransformer(tp, self.phase, rng, where)
+        except BaseException:
+            reader.close()
+            raise
         if p.rand_skip:
             for _ in range(int(rng.randint(0, 2 ** 31 - 1)) % p.rand_skip):
                 reader.next()

@@ -45,7 +45,7 @@ def _branch(net, graph, e: int, j: int):
         chain.append(i)
         if layer.type in ("Convolution", "InnerProduct"):
             w = layer.params[0] if layer.params else None
-            if w is None or bool((w != 0).any()) or len(net.bottom_names[layer.name]) != 1:
+            if w is None or bool((w != 0).any()) or len(layer.param.bottom) != 1:
                 return None
             return chain[::-1]
         if _kind(layer, 0) != "pass" or len(ins[i]) != 1 or layer.type == "Split":
@@ -90,7 +90,7 @@ def drop_zero_branches(net):
             chain = _branch(net, graph, e, j)
             if chain is None or coeff[1 - j] != 1.0:
                 continue
-            names = {t for i in chain for t in net.top_names[net.layers[i].name]}
+            names = {t for i in chain for t in net.layers[i].param.top}
             if names & foreign:
                 continue
             v = _constant(net, graph, chain)

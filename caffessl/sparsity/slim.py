@@ -71,12 +71,12 @@ def _graph(net):
     consumers = defaultdict(list)
     ins, outs = [], []
     for i, layer in enumerate(net.layers):
-        keys = [(b, version[b]) for b in net.bottom_names[layer.name]]
+        keys = [(b, version[b]) for b in layer.param.bottom]
         for j, k in enumerate(keys):
             consumers[k].append((i, j))
         ins.append(keys)
         o = []
-        for t in net.top_names[layer.name]:
+        for t in layer.param.top:
             version[t] = version.get(t, -1) + 1
             o.append((t, version[t]))
         outs.append(o)
@@ -369,7 +369,7 @@ def check(net, result: SlimResult, seed: int = 0) -> dict:
         feeds[name] = gen.standard_normal(net.blobs[name].shape).astype(np.float32)
     with torch.no_grad():
         ref = net.forward(**feeds)
-        data_tops = [t for l in net.layers if l.is_data for t in net.top_names[l.name]]
+        data_tops = [t for l in net.layers if l.is_data for t in l.param.top]
         first = next((l.name for l in small.layers if not l.is_data), None)
         for t in data_tops:
             small.blobs[t].reshape(*net.blobs[t].shape)

@@ -113,3 +113,13 @@ def test_bad_sources(tmp_path, raw_db):
     del short
     with pytest.raises(DataSourceError, match=r"layer 'd'.*not a LevelDB"):   # an LMDB read as a LevelDB
         data_net(raw_db[0], 2, backend="LEVELDB")
+
+
+def test_missing_mean_file_names_the_layer_and_the_database_is_checked_first(raw_db, tmp_path):
+    from caffessl.errors import FileMissingError
+    src, _ = raw_db
+    tp = f'transform_param {{ mean_file: "{tmp_path / "nope.binaryproto"}" }}'
+    with pytest.raises(FileMissingError, match=r"layer 'd' \(Data\).*mean_file.*nope\.binaryproto"):
+        data_net(src, 1, extra=tp)
+    with pytest.raises(DataSourceError, match=r"layer 'd'.*no_db"):   # Caffe opens the database first
+        data_net(str(tmp_path / "no_db"), 1, extra=tp)

@@ -117,3 +117,35 @@ def test_deconvolution_refuses_a_sparse_conv_mode(tmp_path):
     with pytest.raises(LayerConfigError, match=r"layer 'conv' \(Deconvolution\): conv_mode LOWERED_CCNMM"):
         _net(tmp_path, CONV % ("Deconvolution", "conv_mode: LOWERED_CCNMM"))
     _net(tmp_path, CONV % ("Deconvolution", "conv_mode: LOWERED_GEMM"))
+
+
+def test_duplicate_layer_names_are_allowed_as_in_caffe(tmp_path):
+    # Net::Init does not check names (BVLC's LRCN example has two "data" layers); layer_dict / params keep
+    # the last of a name, CopyTrainedLayersFrom loads each record into the first layer of its name
+    text = INPUT.replace("dim: 250", "dim: 3") + """
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "a"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu" type: "ReLU" bottom: "a" top: "a" }
+layer { name: "ip" type: "InnerProduct" bottom: "a" top: "b"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu" type: "ReLU" bottom: "b" top: "b" }
+"""
+    net = _net(tmp_path, text)
+    first, second = (l for l in net.layers if l.name == "ip")
+    assert net.layer_dict["ip"] is second and net.params["ip"][0].data.shape == (3, 3)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    net.blobs["data"].data[...] = x
+    w1, b1, w2, b2 = (p.detach().numpy().astype(np.float64) for p in first.params + second.params)
+    out = net.forward()["b"]
+    np.testing.assert_allclose(out, np.maximum(np.maximum(x @ w1.T + b1, 0) @ w2.T + b2, 0), rtol=1e-5, atol=1e-6)
+    model = tmp_path / "dup.caffemodel"
+    net.save(str(model))                                       # each layer's own blobs, in layer order
+    from caffessl.io import read_weights
+    recs = [(n, [a.copy() for a in arrs]) for n, _t, arrs in read_weights(str(model)) if n == "ip"]
+    assert len(recs) == 2
+    np.testing.assert_array_equal(recs[0][1][0], w1.astype(np.float32))
+    np.testing.assert_array_equal(recs[1][1][0], w2.astype(np.float32))
+    fresh = _net(tmp_path, text)
+    fresh.copy_from(str(model))
+    f1, f2 = (l for l in fresh.layers if l.name == "ip")
+    np.testing.assert_array_equal(f1.params[0].detach().numpy(), w2.astype(np.float32))   # the last record won
