@@ -25,6 +25,10 @@ def __getattr__(name):
     if name == "Layer":  # pycaffe's caffe.Layer, the base class of Python layers
         from .layers.python_layer import Layer
         return Layer
+    if name in ("NetSpec", "to_proto", "params", "net_spec"):  # pycaffe's net_spec (caffe.NetSpec...)
+        import importlib
+        mod = importlib.import_module(".net_spec", __name__)  # not `from . import`: it would recurse here
+        return mod if name == "net_spec" else getattr(mod, name)
     if name == "Classifier":
         from .classifier import Classifier
         return Classifier
