@@ -94,13 +94,14 @@ class Regularizer:
         lam = float(sp.breadth_decay) * float(spec.breadth_decay_mult)
         if lam != 0:
             plan.blocks.append((lam, 1, c, "breadth"))
-        # 4. block specs, in order; every spec must tile the matrix (the fork's display CHECKs it even at
-        #    lambda 0, so caffessl refuses it at set-up)
+        # 4. block specs, in order; a spec must tile the matrix where the fork CHECKs it -- its regularizer
+        #    when lambda != 0, its sparsity display (from iteration 0) whenever display > 0 -- so caffessl
+        #    refuses it at set-up then; with lambda 0 and no display the fork never looks at it
         for k, b in enumerate(spec.block_group_lasso):
-            problem = check_block(shape, int(b.ydimen), int(b.xdimen))
-            if problem:
-                raise SolverConfigError(f"{_where(info)}: block_group_lasso #{k}: {problem}")
             lam = float(sp.block_group_decay) * float(b.block_decay_mult)
+            problem = check_block(shape, int(b.ydimen), int(b.xdimen))
+            if problem and (lam != 0 or sp.display > 0):
+                raise SolverConfigError(f"{_where(info)}: block_group_lasso #{k}: {problem}")
             if lam != 0:
                 plan.blocks.append((lam, int(b.ydimen), int(b.xdimen), f"block({b.xdimen},{b.ydimen})"))
         return plan

@@ -237,7 +237,16 @@ def test_block_that_does_not_tile_is_refused_at_setup(blk):
     net = make_net(p0=f"block_group_lasso {{ {blk} }}")
     with pytest.raises(SolverConfigError, match=r"layer 'conv' param 0.*" + ("positive" if "0 " in blk
                                                                               else r"6x36")):
-        Regularizer(net, solver("block_group_decay: 0"))   # refused even at lambda 0 (the fork's display)
+        Regularizer(net, solver("block_group_decay: 0 display: 5"))   # at lambda 0 too: the fork's display
+
+
+def test_block_that_does_not_tile_at_lambda_0_without_display_is_left_alone():
+    # the fork CHECKs a spec only in its regularizer (lambda != 0) and its sparsity display (display > 0)
+    net = make_net(p0="block_group_lasso { xdimen: 5 ydimen: 1 }")
+    term, grads = run(net, solver("block_group_decay: 0 display: 0"))
+    assert term == 0
+    with pytest.raises(SolverConfigError, match=r"layer 'conv' param 0.*6x36"):
+        Regularizer(net, solver("block_group_decay: 0.1 display: 0"))
 
 
 def test_golden_nondivisible_case_is_a_setup_error(monkeypatch):
