@@ -7,12 +7,17 @@ Each supported Caffe layer type maps to a few ONNX nodes that compute exactly wh
   ceil overhang does not) as a sum pool times a constant ``k*k/divisor`` map.
 * BatchNorm's statistics are divided by its scale-factor blob; Scale/Bias become Mul/Add with broadcast
   shapes; InnerProduct is Flatten + Gemm (+ Reshape for axis > 1); Dropout is the identity.
+* RNN and LSTM are unrolled over the T timesteps of the net's blob shapes (Gemm, Mul, Add, Sigmoid, Tanh,
+  Split, Concat), with ``cont`` multiplying the previous state at each step as in caffessl; the graph starts
+  from zeros (caffessl's state after loading or ``reset()``) or from the h_0/c_0 inputs with expose_hidden.
+* ArgMax is TopK over the reversed axis, which gives Caffe's tie order (the larger index first).
 * Shapes are static (the net's current blob shapes, batch included).
 
 A layer that ONNX cannot express (or that is not implemented here) raises ExportError naming it.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -20,6 +25,8 @@ import numpy as np
 
 from ..errors import ExportError
 from ..proto import caffe_pb2
+
+log = logging.getLogger("caffessl")
 
 OPSET = 13
 IR_VERSION = 8   # the IR that introduced opset 13's era; runtimes older than the onnx package still load it
@@ -327,6 +334,202 @@ def _clip(g, layer, xs, bottoms):
                             g.const(layer.name + "_max", np.float32(p.max))], layer.name)]
 
 
+# -- lookup, selection, reduction, normalisation -------------------------------------------------------
+
+def _embed(g, layer, xs, bottoms):
+    # caffessl checks that the (float) indices are integers in [0, input_dim); the graph casts them (a
+    # fractional index truncates) and onnxruntime rejects an out-of-range one
+    ps = _params(layer)
+    idx = g.node("Cast", xs[:1], layer.name + "_index", to=_onnx_type("INT64"))
+    y = g.node("Gather", [g.const(layer.name + "_W", ps[0]), idx], layer.name + ("_gather" if len(ps) > 1 else ""),
+               axis=0)
+    if len(ps) > 1:
+        y = g.node("Add", [y, g.const(layer.name + "_b", ps[1])], layer.name)
+    return [y]
+
+
+def _argmax(g, layer, xs, bottoms):
+    # Caffe orders ties larger index first; ONNX TopK puts the lower index first. TopK over the reversed axis
+    # then maps index j back to n-1-j: the tie order of caffessl's flip + stable descending sort.
+    p = layer.param.argmax_param
+    bshape = g.shape(bottoms[0])
+    k = int(layer.top_k)
+    if layer.axis is not None:
+        x, axis = xs[0], layer.axis
+    else:
+        x = g.node("Reshape", [xs[0], g.const(layer.name + "_flat", [bshape[0], -1], np.int64)],
+                   layer.name + "_flat")
+        axis = 1
+    n = bshape[axis] if layer.axis is not None else math.prod(bshape[1:])
+    rev = g.node("Slice", [x, g.const(layer.name + "_rs", [n - 1], np.int64),
+                           g.const(layer.name + "_re", [np.iinfo(np.int64).min], np.int64),
+                           g.const(layer.name + "_ra", [axis], np.int64),
+                           g.const(layer.name + "_rstep", [-1], np.int64)], layer.name + "_reversed")
+    from onnx import helper
+    vals, ridx = g.fresh(layer.name + "_values"), g.fresh(layer.name + "_ridx")
+    g.nodes.append(helper.make_node("TopK", [rev, g.const(layer.name + "_k", [k], np.int64)], [vals, ridx],
+                                    name=g.fresh(layer.name + "_topk"), axis=int(axis), largest=1, sorted=1))
+    idx = g.node("Sub", [g.const(layer.name + "_last", np.int64(n - 1), np.int64), ridx], layer.name + "_i64")
+    idx = g.node("Cast", [idx], layer.name + "_indices", to=_onnx_type("FLOAT"))
+    if layer.axis is not None:
+        return [g.node("Identity", [vals if p.out_max_val else idx], layer.name)]
+    one = g.const(layer.name + "_axis1", [1], np.int64)
+    parts = [g.node("Unsqueeze", [idx, one], layer.name + "_ui")]
+    if p.out_max_val:
+        parts.append(g.node("Unsqueeze", [vals, one], layer.name + "_uv"))
+    y = g.node("Concat", parts, layer.name + "_cat", axis=1) if len(parts) > 1 else parts[0]
+    return [g.node("Reshape", [y, g.const(layer.name + "_shape", g.shape_after[layer.name][0], np.int64)],
+                   layer.name)]
+
+
+def _tile(g, layer, xs, bottoms):
+    reps = [1] * len(g.shape(bottoms[0]))
+    reps[layer.axis] = int(layer.tiles)
+    return [g.node("Tile", [xs[0], g.const(layer.name + "_repeats", reps, np.int64)], layer.name)]
+
+
+def _reduction(g, layer, xs, bottoms):
+    R = caffe_pb2.ReductionParameter
+    p = layer.param.reduction_param
+    bshape = g.shape(bottoms[0])
+    lead = tuple(bshape[:layer.axis])
+    dim = math.prod(bshape[layer.axis:])
+    x = g.node("Reshape", [xs[0], g.const(layer.name + "_flat", [math.prod(lead), dim], np.int64)],
+               layer.name + "_flat")
+    if p.operation == R.ASUM:
+        x = g.node("Abs", [x], layer.name + "_abs")
+    elif p.operation == R.SUMSQ:
+        x = g.node("Mul", [x, x], layer.name + "_sq")
+    y = g.node("ReduceSum", [x, g.const(layer.name + "_axes", [1], np.int64)], layer.name + "_sum", keepdims=0)
+    coeff = p.coeff / dim if p.operation == R.MEAN else p.coeff
+    if coeff != 1:
+        y = g.node("Mul", [y, g.const(layer.name + "_coeff", np.float32(coeff))], layer.name + "_scaled")
+    return [g.node("Reshape", [y, g.const(layer.name + "_shape", lead, np.int64)], layer.name)]
+
+
+def _mvn(g, layer, xs, bottoms):
+    # per row (n, or (n, c)): z = x - mean; with normalize_variance z / (sqrt(mean(z^2)) + eps), eps after sqrt
+    bshape = g.shape(bottoms[0])
+    rows = bshape[0] if layer.across_channels else bshape[0] * bshape[1]
+    x = g.node("Reshape", [xs[0], g.const(layer.name + "_rows", [rows, -1], np.int64)], layer.name + "_rows")
+    z = g.node("Sub", [x, g.node("ReduceMean", [x], layer.name + "_mean", axes=[1], keepdims=1)],
+               layer.name + "_centered")
+    if layer.normalize_variance:
+        var = g.node("ReduceMean", [g.node("Mul", [z, z], layer.name + "_sq")], layer.name + "_var",
+                     axes=[1], keepdims=1)
+        d = g.node("Add", [g.node("Sqrt", [var], layer.name + "_std"),
+                           g.const(layer.name + "_eps", np.float32(layer.eps))], layer.name + "_denom")
+        z = g.node("Div", [z, d], layer.name + "_normalized")
+    return [g.node("Reshape", [z, g.const(layer.name + "_shape", bshape, np.int64)], layer.name)]
+
+
+def _threshold(g, layer, xs, bottoms):
+    t = g.const(layer.name + "_threshold", np.float32(layer.param.threshold_param.threshold))
+    return [g.node("Cast", [g.node("Greater", [xs[0], t], layer.name + "_gt")], layer.name,
+                   to=_onnx_type("FLOAT"))]
+
+
+def _onnx_type(name):
+    from onnx import TensorProto
+    return int(getattr(TensorProto, name))
+
+
+# -- recurrent layers: unrolled over the T timesteps of the net's blob shapes ------------------------------
+#
+# Shared pieces: ``_split`` (a multi-output Split), ``_gemm`` (x @ W.T [+ b]) and ``_lstm_step`` (LSTMUnit's
+# math on (N, 4D) gate inputs). The graph starts from the state caffessl starts from after loading (or
+# ``reset()``): zeros, or h_0/c_0 with expose_hidden. caffessl's carried state across forward calls has no
+# stateless ONNX equivalent; a cont of 0 at t = 0 makes the two agree whatever was carried.
+
+def _split(g, x, n, axis, base):
+    from onnx import helper
+    outs = [g.fresh(f"{base}{i}") for i in range(n)]
+    g.nodes.append(helper.make_node("Split", [x], outs, name=g.fresh(base + "split"), axis=int(axis)))
+    return outs
+
+
+def _gemm(g, x, w, b, base):
+    return g.node("Gemm", [x, w] + ([b] if b is not None else []), base, transB=1)
+
+
+def _lstm_step(g, base, c_prev, gates, cont):
+    """c_prev (N, D), gates (N, 4D) = [i' f' o' g'], cont (N, 1) -> c, h (N, D), as caffessl's LSTMUnit:
+    f = 0 where cont == 0 (even for a NaN f'), else cont * sigmoid(f'); c = f c_prev + i g; h = o tanh(c)."""
+    gi, gf, go, gg = _split(g, gates, 4, 1, base + "_gate")
+    i = g.node("Sigmoid", [gi], base + "_i")
+    o = g.node("Sigmoid", [go], base + "_o")
+    gt = g.node("Tanh", [gg], base + "_g")
+    f = g.node("Mul", [cont, g.node("Sigmoid", [gf], base + "_sigf")], base + "_contf")
+    zero = g.const(base + "_zero", np.float32(0))
+    f = g.node("Where", [g.node("Equal", [cont, zero], base + "_reset"), zero, f], base + "_f")
+    c = g.node("Add", [g.node("Mul", [f, c_prev], base + "_fc"), g.node("Mul", [i, gt], base + "_ig")],
+               base + "_c")
+    h = g.node("Mul", [o, g.node("Tanh", [c], base + "_tanhc")], base + "_h")
+    return c, h
+
+
+def _lstm_unit(g, layer, xs, bottoms):
+    n, d = g.shape(bottoms[0])[1:]
+    c_prev = g.node("Reshape", [xs[0], g.const(layer.name + "_nd", [n, d], np.int64)], layer.name + "_cprev")
+    gates = g.node("Reshape", [xs[1], g.const(layer.name + "_n4d", [n, 4 * d], np.int64)], layer.name + "_x")
+    cont = g.node("Reshape", [xs[2], g.const(layer.name + "_n1", [n, 1], np.int64)], layer.name + "_cont")
+    c, h = _lstm_step(g, layer.name, c_prev, gates, cont)
+    shape = g.const(layer.name + "_1nd", [1, n, d], np.int64)
+    return [g.node("Reshape", [c, shape], layer.param.top[0]), g.node("Reshape", [h, shape], layer.param.top[1])]
+
+
+def _recurrent(g, layer, xs, bottoms):
+    name, D = layer.name, layer.D
+    T, N = g.shape(bottoms[0])[:2]
+    ps = _params(layer)
+    W_x, b_x = g.const(name + "_W_x", ps[0]), g.const(name + "_b_x", ps[1])
+    W_s = g.const(name + "_W_static", ps[2]) if layer.static else None
+    W_h = g.const(name + "_W_h", ps[3 if layer.static else 2])
+    # the input transform of all timesteps at once, (T*N, G), split into T (N, G) blocks; cont likewise
+    x = g.node("Reshape", [xs[0], g.const(name + "_xshape", [T * N, layer.K], np.int64)], name + "_x")
+    wx = _gemm(g, x, W_x, b_x, name + "_wx")
+    wx = _split(g, wx, T, 0, name + "_wx") if T > 1 else [wx]
+    ws = None
+    if layer.static:
+        s = g.node("Reshape", [xs[2], g.const(name + "_sshape", [N, -1], np.int64)], name + "_xstatic")
+        ws = _gemm(g, s, W_s, None, name + "_ws")
+    cont = g.node("Reshape", [xs[1], g.const(name + "_cshape", [T * N, 1], np.int64)], name + "_cont")
+    cont = _split(g, cont, T, 0, name + "_cont") if T > 1 else [cont]
+    if layer.expose:
+        nd = g.const(name + "_nd", [N, D], np.int64)
+        state = [g.node("Reshape", [v, nd], f"{name}_{s}0")
+                 for v, s in zip(xs[layer.state_at:], layer.STATES)]
+    else:
+        log.warning("layer '%s' (%s): the ONNX graph starts every run from a zero state; caffessl (as Caffe) "
+                    "carries the state between forward calls unless cont is 0 at t = 0 (expose_hidden makes the "
+                    "state an input)", name, layer.type)
+        zeros = g.const(name + "_zeros", np.zeros((N, D)))
+        state = [zeros] * len(layer.STATES)
+    hs = []
+    for t in range(T):
+        cont_t, wx_t = cont[t], wx[t]
+        # Eltwise SUM order of the unrolled net: W_h (cont_t h), W_x x_t + b, W_static x_static
+        hidden = g.node("Mul", [cont_t, state[0]], f"{name}_conth{t}")
+        pre = g.node("Add", [_gemm(g, hidden, W_h, None, f"{name}_wh{t}"), wx_t], f"{name}_pre{t}")
+        if ws is not None:
+            pre = g.node("Add", [pre, ws], f"{name}_pres{t}")
+        if layer.type == "LSTM":
+            c, h = _lstm_step(g, f"{name}_{t}", state[1], pre, cont_t)
+            state = [h, c]
+        else:
+            state = [g.node("Tanh", [pre], f"{name}_h{t}")]
+        hs.append(state[0])
+    H = g.node("Concat", hs, name + "_hs", axis=0) if T > 1 else hs[0]          # (T*N, D)
+    if layer.type == "RNN":
+        W_o, b_o = g.const(name + "_W_o", ps[-2]), g.const(name + "_b_o", ps[-1])
+        H = g.node("Tanh", [_gemm(g, H, W_o, b_o, name + "_wo")], name + "_o")
+    outs = [g.node("Reshape", [H, g.const(name + "_outshape", [T, N, D], np.int64)], name)]
+    if layer.expose:
+        one_nd = g.const(name + "_1nd", [1, N, D], np.int64)
+        outs += [g.node("Reshape", [s, one_nd], top) for s, top in zip(state, layer.param.top[1:])]
+    return outs
+
+
 CONVERTERS = {
     "Convolution": _conv, "Deconvolution": _conv, "Pooling": _pool, "LRN": _lrn, "BatchNorm": _batchnorm,
     "Scale": _scale_bias, "Bias": _scale_bias, "Eltwise": _eltwise, "Concat": _concat, "Softmax": _softmax,
@@ -334,6 +537,8 @@ CONVERTERS = {
     "TanH": _simple("Tanh"), "ELU": _elu, "AbsVal": _simple("Abs"), "BNLL": _simple("Softplus"),
     "Power": _power, "Exp": _exp, "Log": _log, "Dropout": _identity, "Split": _identity,
     "Flatten": _reshape_to_top, "Reshape": _reshape_to_top, "Slice": _slice, "Crop": _crop, "Clip": _clip,
+    "Embed": _embed, "ArgMax": _argmax, "Tile": _tile, "Reduction": _reduction, "MVN": _mvn,
+    "Threshold": _threshold, "LSTMUnit": _lstm_unit, "RNN": _recurrent, "LSTM": _recurrent,
 }
 SKIPPED = {"Input", "Silence"}
 
