@@ -249,13 +249,12 @@ class Net:
                     raise ShapeMismatchError(
                         f"layer '{layer.name}': cannot share param '{pname}' of shape {tuple(o.shape)} "
                         f"(owner '{owner.layer_name}') with a param of shape {tuple(p.shape)}")
-                self._adopt_mults(owner, spec, layer.name, pname)
                 if tuple(o.shape) == tuple(p.shape):
                     layer.params[i] = o
                 else:   # PERMISSIVE, same count: the owner's storage in this layer's shape (Blob::ShareData)
                     with torch.enable_grad():
                         layer.params[i] = o.view(p.shape)
-                self._adopt_ssl_settings(owner, spec, layer.name, pname)
+                self._adopt_shared_settings(owner, spec, layer.name, pname)
                 continue
             p.requires_grad_(spec.lr_mult != 0)
             info = ParamInfo(layer, i, p, spec)
@@ -263,33 +262,16 @@ class Net:
             if pname:
                 self._param_owner_by_name[pname] = info
 
-    @staticmethod
-    def _adopt_mults(owner, spec, lname, pname):
-        """Net::AppendParam: a sharer's lr_mult / decay_mult must equal the owner's when the owner set one;
-        when it did not, the first sharer that sets it decides (the owner's default 1 is not binding)."""
-        for f in ("lr_mult", "decay_mult"):
-            if not spec.HasField(f):
-                continue
-            if owner.spec.HasField(f):
-                if getattr(spec, f) != getattr(owner, f):
-                    raise LayerConfigError(f"layer '{lname}': shared param '{pname}' has mismatched {f}: "
-                                           f"{getattr(spec, f)}, its owner '{owner.layer_name}' has "
-                                           f"{getattr(owner, f)}")
-                continue
-            adopted = caffe_pb2.ParamSpec()
-            adopted.CopyFrom(owner.spec)
-            setattr(adopted, f, getattr(spec, f))
-            owner.spec = adopted     # a copy: the owner layer's own LayerParameter is left as written
-            setattr(owner, f, getattr(spec, f))
-
-    _ADOPTABLE = ("breadth_decay_mult", "kernel_shape_decay_mult", "regularization_type", "zerout_threshold")
+    _ADOPTABLE = ("lr_mult", "decay_mult", "breadth_decay_mult", "kernel_shape_decay_mult", "regularization_type",
+                  "zerout_threshold")
 
     @classmethod
-    def _adopt_ssl_settings(cls, owner, spec, lname, pname):
-        """The SSL fork's sharing rules (ssl_fork.md 2.2): a non-owner's breadth/kernel-shape multiplier or
-        regularization_type (and caffessl's zerout_threshold) must equal the owner's, or is adopted when the
-        owner left it unset; block_group_lasso on both sides is an error, on the non-owner only adopted; a
-        non-owner's decay_proto is not implemented in the fork."""
+    def _adopt_shared_settings(cls, owner, spec, lname, pname):
+        """Sharing rules for a non-owner's ParamSpec. Net::AppendParam: its lr_mult / decay_mult must equal the
+        owner's when the owner set one, else the first sharer that sets it decides (the owner's default 1 is
+        not binding). The SSL fork (ssl_fork.md 2.2) does the same for the breadth/kernel-shape multipliers and
+        regularization_type (caffessl: zerout_threshold too); block_group_lasso on both sides is an error, on
+        the non-owner only adopted; a non-owner's decay_proto is not implemented in the fork."""
         if spec.decay_proto:
             raise NotImplementedError(f"layer '{lname}': decay_proto on shared param '{pname}', which is not "
                                       f"its owner (the SSL fork aborts: NOT_IMPLEMENTED)")
@@ -301,8 +283,9 @@ class Net:
                 continue
             if owner.spec.HasField(f):
                 if getattr(owner.spec, f) != getattr(spec, f):
-                    raise LayerConfigError(f"layer '{lname}': shared param '{pname}' has {f} {getattr(spec, f)!r}, "
-                                           f"its owner '{owner.layer_name}' has {getattr(owner.spec, f)!r}")
+                    raise LayerConfigError(f"layer '{lname}': shared param '{pname}' has mismatched {f}: "
+                                           f"{getattr(spec, f)!r}, its owner '{owner.layer_name}' has "
+                                           f"{getattr(owner.spec, f)!r}")
             else:
                 setattr(adopted, f, getattr(spec, f))
                 changed = True
@@ -314,6 +297,7 @@ class Net:
             changed = True
         if changed:
             owner.spec = adopted        # a copy: the owner layer's own LayerParameter is left as written
+            owner.lr_mult, owner.decay_mult = adopted.lr_mult, adopted.decay_mult
 
     # -- pycaffe surface --------------------------------------------------------------------------
     @property
@@ -634,12 +618,18 @@ class Net:
             with torch.no_grad():
                 p.copy_(torch.as_tensor(arr).reshape(target).to(p.dtype))
 
+    def _arrays(self) -> list:
+        return [[p.detach().cpu().numpy() for p in l.params] for l in self.layers]
+
+    def _diffs(self) -> list:
+        return [[b.diff.copy() for b in l.blobs] if l.params else [] for l in self.layers]
+
     def layer_arrays(self):
-        return OrderedDict((l.name, [p.detach().cpu().numpy() for p in l.params]) for l in self.layers)
+        return OrderedDict(zip(self._layer_names, self._arrays()))
 
     def layer_diffs(self):
         """Each layer's param diffs as ``net.params[name][i].diff`` shows them (a shared param: its owner's)."""
-        return OrderedDict((l.name, [b.diff.copy() for b in l.blobs] if l.params else []) for l in self.layers)
+        return OrderedDict(zip(self._layer_names, self._diffs()))
 
     def to_proto(self):
         """Net::ToProto: the filtered net's layer parameters (blobs are added by the writers)."""
@@ -653,9 +643,8 @@ class Net:
     def save(self, path, write_diff: bool = False):
         """Net::ToProto + WriteProtoToBinaryFile; ``write_diff`` adds each param's diff (snapshot_diff)."""
         from .io.caffemodel import write_caffemodel
-        arrays = [[p.detach().cpu().numpy() for p in l.params] for l in self.layers]   # per layer: names may repeat
-        diffs = [[b.diff.copy() for b in l.blobs] if l.params else [] for l in self.layers] if write_diff else None
-        write_caffemodel(path, self.to_proto(), arrays, diffs)
+        # one entry per layer (names may repeat, as in Caffe)
+        write_caffemodel(path, self.to_proto(), self._arrays(), self._diffs() if write_diff else None)
 
     def save_hdf5(self, path, write_diff: bool = False):
         from .io.caffemodel import write_caffemodel_hdf5
