@@ -220,8 +220,20 @@ class Net:
             self.top_names[name] = list(lp.top)
             self.bottom_names[name] = list(lp.bottom)
         self.outputs = sorted(available.keys())  # Caffe keeps them in a std::set<string>: sorted by name
+        self._under_loss = self._blobs_under_loss()
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self._input_set = set(self.inputs)
+
+    def _blobs_under_loss(self) -> set:
+        """Net::Init's walk from the last layer: a layer contributes to the loss when one of its tops is a loss
+        top or is read by a contributing layer; the blobs it reads are then under the loss. Without
+        force_backward, Caffe runs backward only for contributing layers (no loss layer: none at all)."""
+        under = set()
+        for layer in reversed(self.layers):
+            if any(self.blob_loss_weights.get(t, 0) or t in under for t in layer.param.top):
+                under.update(layer.param.bottom)
+                under.update(layer.param.top)
+        return under
 
     def _prototxt_blobs(self, layer):
         """Blobs written in the net prototxt are the layer's initial weights (Layer's constructor copies
@@ -467,7 +479,8 @@ class Net:
         roots, grads = [], []
         for name in self.outputs:
             t = self.blobs[name].tensor
-            if t.requires_grad:
+            # an output's diff reaches only layers that contribute to a loss, unless force_backward
+            if t.requires_grad and (self.force_backward or name in self._under_loss):
                 roots.append(t)
                 grads.append(self.blobs[name].diff_tensor.to(t.dtype))
         for name, w in self._loss_tops:
@@ -483,6 +496,54 @@ class Net:
         if self.debug_info:
             debug_info.backward(self, accumulate=False)
         return OrderedDict((n, self.blobs[n].diff) for n in list(self.inputs) + list(diffs or []))
+
+    # -- pycaffe's batched helpers -------------------------------------------------------------------
+    def _batches(self, arrays: dict):
+        """pycaffe's Net._batch: ``arrays`` in batches of the net's batch size (its first blob's), the last
+        one zero-padded."""
+        if not arrays:
+            return
+        num = len(next(iter(arrays.values())))
+        bs = next(iter(self.blobs.values())).shape[0]
+        for i in range(0, num - num % bs, bs):
+            yield {k: v[i:i + bs] for k, v in arrays.items()}
+        rem = num % bs
+        if rem:
+            yield {k: np.concatenate([v[num - rem:], np.zeros((bs - rem,) + np.shape(v)[1:], np.float32)])
+                   for k, v in arrays.items()}
+
+    @staticmethod
+    def _unpad(collected: dict, num: int) -> dict:
+        return {k: np.asarray(v)[:num] for k, v in collected.items()}
+
+    def forward_all(self, blobs=None, **kwargs):
+        """pycaffe's forward_all: inputs of any length run in batches (the last padded with zeros); returns
+        {output (and ``blobs``): all rows}, padding dropped."""
+        outs = {o: [] for o in list(self.outputs) + list(blobs or [])}
+        batches = list(self._batches(kwargs)) or [{}]
+        for batch in batches:
+            for k, v in self.forward(blobs=blobs, **batch).items():
+                outs[k].extend(np.array(v, copy=True))
+        num = len(next(iter(kwargs.values()))) if kwargs else None
+        return self._unpad(outs, num) if num is not None else {k: np.asarray(v) for k, v in outs.items()}
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's forward_backward_all: input arrays (by input name) and output diffs (by output name) of
+        any length, in batches; returns ({outputs: rows}, {input diffs (and ``diffs``): rows}), unpadded."""
+        import itertools
+        outs = {o: [] for o in list(self.outputs) + list(blobs or [])}
+        grads = {d: [] for d in list(self.inputs) + list(diffs or [])}
+        fwd = self._batches({k: v for k, v in kwargs.items() if k in self.inputs})
+        bwd = self._batches({k: v for k, v in kwargs.items() if k in self.outputs})
+        for fb, bb in itertools.zip_longest(fwd, bwd, fillvalue={}):
+            for k, v in self.forward(blobs=blobs, **fb).items():
+                outs[k].extend(np.array(v, copy=True))
+            for k, v in self.backward(diffs=diffs, **bb).items():
+                grads[k].extend(np.array(v, copy=True))
+        num = len(next(iter(kwargs.values()))) if kwargs else None
+        if num is None:
+            return ({k: np.asarray(v) for k, v in outs.items()}, {k: np.asarray(v) for k, v in grads.items()})
+        return self._unpad(outs, num), self._unpad(grads, num)
 
     def layerwise_backward(self, seed_outputs: bool = True):
         """Caffe's Backward, one layer at a time from the last, on the graph the last recorded forward built:

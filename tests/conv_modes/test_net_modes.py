@@ -11,7 +11,7 @@ from caffessl.conv_modes import csrmm, mkl, set_conv_mode, parse_mode, active_mo
 from caffessl.errors import LayerConfigError, PrototxtParseError, SparseTrainingError
 from tests.golden import close, load_case
 
-NET = """name: "t"
+NET = """name: "t" force_backward: true
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 4 dim: 8 dim: 8 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   convolution_param { num_output: 6 kernel_size: 3 pad: 1 group: 2 %s
@@ -130,6 +130,10 @@ def test_golden_conv_mode_case(mode):
             assert ok, f"{mode} {k}: max abs err {err:.3g}"
     expected = {"LOWERED_GEMM": "LOWERED_GEMM", "DIRECT_SCONV": "LOWERED_CSRMM"}.get(mode, mode)
     assert all(active_mode(net.layer_dict[c]) == expected for c in ("conv1", "conv2", "conv3"))
-    if mode != "LOWERED_GEMM":   # Caffe: "Training in sparse format is not supported" in Backward
+    net.backward()          # no loss, no force_backward: Caffe's Backward runs no layer, so no refusal
+    assert all(not net.params[c][0].diff.any() for c in ("conv1", "conv2", "conv3"))
+    if mode != "LOWERED_GEMM":   # with force_backward: "Training in sparse format is not supported"
+        net.force_backward = True
+        net.forward()
         with pytest.raises(SparseTrainingError):
             net.backward()
