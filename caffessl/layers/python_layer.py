@@ -119,7 +119,9 @@ class PythonLayer(_EngineLayer):
         if not allowed:
             self.fail(f"refusing to import Python module '{pp.module}' (class '{pp.layer}'): a Python layer runs "
                       f"arbitrary code from your environment, so it is only loaded when you opt in. If you "
-                      f"trust this net, create it with caffessl.Net(..., allow_python=True)")
+                      f"trust this net, pass allow_python=True to caffessl.Net(...) or to the solver "
+                      f"(caffessl.SGDSolver(path, allow_python=True), get_solver(...)), or --allow-python to "
+                      f"the caffessl command")
         if not pp.module or not _MODULE_NAME.match(pp.module):
             self.fail(f"python_param.module must be a dotted module name importable from sys.path, "
                       f"got {pp.module!r}")
@@ -142,6 +144,13 @@ class PythonLayer(_EngineLayer):
         self.obj = obj
         self.top_blobs = [Blob(t, (), self.dtype, torch.device("cpu")) for t in self.param.top]
         obj.setup(self._shape_blobs(bottom_shapes), self.top_blobs)
+
+    def __getattr__(self, name):
+        # pycaffe's net.layers[i] is the user's object: its own attributes are reached through this layer
+        obj = self.__dict__.get("obj")
+        if obj is None or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(obj, name)
 
     def _shape_blobs(self, shapes):
         return [Blob(n, tuple(s), self.dtype, torch.device("cpu")) for n, s in zip(self.param.bottom, shapes)]

@@ -208,3 +208,17 @@ layer {{ name: "py" type: "Python" bottom: "a" top: "y" python_param {{ module: 
 
 def test_caffessl_layer_is_pycaffes_base():
     assert caffe.Layer.__name__ == "Layer" and hasattr(caffe.Layer, "setup")
+
+
+def test_layer_exposes_the_user_objects_attributes(user_module):
+    # pycaffe: net.layers[i] is the user's object, so its own attributes are reachable
+    net = _net(_prototxt(user_module), allow_python=True)
+    layer = net.layer_dict["py"]
+    assert layer.k == 2.5 and layer.seen_phase == caffe.TRAIN
+    with pytest.raises(AttributeError):
+        layer.no_such_attribute
+
+
+def test_refusal_names_every_way_to_opt_in(user_module):
+    with pytest.raises(LayerConfigError, match=r"allow_python=True to caffessl\.Net.*solver.*--allow-python"):
+        _net(_prototxt(user_module))
