@@ -30,6 +30,10 @@ class ShapeMismatchError(CaffeSSLError):
     """Incompatible shapes at set-up or reshape (names layer and shapes)."""
 
 
+class ArrayShapeError(ShapeMismatchError, ValueError):
+    """An array whose shape does not fit the record in caffe.io's helpers (pycaffe raises ValueError there)."""
+
+
 class LayerConfigError(CaffeSSLError):
     """A layer parameter value Caffe rejects (wrong bottom count, bad value...)."""
 

@@ -1,11 +1,13 @@
-"""BlobProto <-> numpy, and .binaryproto files (mean images, decay_proto blobs)."""
+"""BlobProto <-> numpy, and .binaryproto files (mean images, decay_proto blobs); pycaffe's io.py protobuf
+helpers (BlobProto, BlobProtoVector and Datum <-> numpy), which ``caffessl.io`` exports under pycaffe's names."""
 from __future__ import annotations
 
+import operator
 import os
 
 import numpy as np
 
-from ..errors import CaffemodelFormatError, FileMissingError
+from ..errors import ArrayShapeError, CaffemodelFormatError, FileMissingError
 from ..proto import caffe_pb2
 
 
@@ -31,7 +33,13 @@ def blobproto_to_array(bp, where: str = "blob") -> np.ndarray:
 
 
 def array_to_blobproto(arr, diff=None, legacy_shape: bool = False):
+    """pycaffe's array_to_blobproto: ``shape.dim`` (or, with legacy_shape, num/channels/height/width) and
+    the values flattened in C order into ``data``; ``diff``, when given, must have the array's shape."""
     arr = np.asarray(arr, dtype=np.float32)
+    if diff is not None:
+        diff = np.asarray(diff, dtype=np.float32)
+        if diff.shape != arr.shape:
+            raise ArrayShapeError(f"array_to_blobproto: diff has shape {diff.shape}, data has {arr.shape}")
     bp = caffe_pb2.BlobProto()
     if legacy_shape and arr.ndim <= 4:
         dims = (1,) * (4 - arr.ndim) + arr.shape
@@ -40,7 +48,7 @@ def array_to_blobproto(arr, diff=None, legacy_shape: bool = False):
         bp.shape.dim.extend(int(d) for d in arr.shape)
     bp.data.extend(arr.ravel().tolist())
     if diff is not None:
-        bp.diff.extend(np.asarray(diff, dtype=np.float32).ravel().tolist())
+        bp.diff.extend(diff.ravel().tolist())
     return bp
 
 
@@ -64,3 +72,76 @@ def read_binaryproto(path) -> np.ndarray:
 def write_binaryproto(path, arr) -> None:
     from .atomic import atomic_write
     atomic_write(path, array_to_blobproto(arr).SerializeToString())
+
+
+# ---- pycaffe's python/caffe/io.py protobuf helpers (float64 results, as pycaffe's np.array of a repeated
+# float field); the functions above are caffessl's own float32 readers, which name the place in errors.
+
+def pycaffe_blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
+    """pycaffe's blobproto_to_array: ``data`` (``diff`` with return_diff) as float64, shaped like
+    Blob::FromProto does -- num/channels/height/width when any legacy field is set, else ``shape.dim``.
+    A blob that keeps its values only in double_data/double_diff is read from there."""
+    if isinstance(return_diff, str):  # caffessl's internal blobproto_to_array(bp, where) signature
+        raise TypeError("caffe.io.blobproto_to_array(blob, return_diff=False) follows pycaffe; for the "
+                        "(bp, where) form use caffessl.io.blobproto.blobproto_to_array")
+    values, doubles = (blob.diff, blob.double_diff) if return_diff else (blob.data, blob.double_data)
+    data = np.array(values if len(values) or not len(doubles) else doubles, dtype=np.float64)
+    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+    else:
+        shape = tuple(int(d) for d in blob.shape.dim)
+    if data.size != int(np.prod(shape)):
+        field = "diff" if return_diff else "data"
+        raise ArrayShapeError(f"blobproto_to_array: the blob's {field} holds {data.size} values but its "
+                              f"shape {shape} needs {int(np.prod(shape))}")
+    return data.reshape(shape)
+
+
+def arraylist_to_blobprotovector_str(arraylist) -> bytes:
+    """pycaffe: a serialized BlobProtoVector holding one BlobProto per array."""
+    vec = caffe_pb2.BlobProtoVector()
+    vec.blobs.extend(array_to_blobproto(arr) for arr in arraylist)
+    return vec.SerializeToString()
+
+
+def blobprotovector_str_to_arraylist(s: bytes) -> list:
+    """pycaffe: the arrays (float64) of a serialized BlobProtoVector."""
+    vec = caffe_pb2.BlobProtoVector()
+    try:
+        vec.ParseFromString(s)
+    except Exception as e:  # protobuf's DecodeError
+        raise CaffemodelFormatError(f"blobprotovector_str_to_arraylist: not a BlobProtoVector ({e})") from None
+    return [pycaffe_blobproto_to_array(b) for b in vec.blobs]
+
+
+def pycaffe_array_to_datum(arr, label=None):
+    """pycaffe's array_to_datum: a (C, H, W) array; uint8 goes into ``data`` as bytes, any other dtype into
+    ``float_data``; the label is set only when given."""
+    arr = np.asarray(arr)
+    if arr.ndim != 3:
+        raise ArrayShapeError(f"array_to_datum: needs a 3-D (channels, height, width) array, got shape "
+                              f"{arr.shape}")
+    datum = caffe_pb2.Datum()
+    datum.channels, datum.height, datum.width = (int(v) for v in arr.shape)
+    if arr.dtype == np.uint8:
+        datum.data = arr.tobytes(order="C")
+    else:
+        datum.float_data.extend(arr.astype(np.float64).ravel().tolist())
+    if label is not None:
+        datum.label = operator.index(label)
+    return datum
+
+
+def pycaffe_datum_to_array(datum) -> np.ndarray:
+    """pycaffe's datum_to_array: uint8 from ``data`` when it holds bytes, else float64 from
+    ``float_data``, shaped (channels, height, width)."""
+    shape = (datum.channels, datum.height, datum.width)
+    if len(datum.data):
+        arr = np.frombuffer(datum.data, dtype=np.uint8)
+    else:
+        arr = np.array(datum.float_data, dtype=np.float64)
+    if arr.size != int(np.prod(shape)):
+        field = "data" if len(datum.data) else "float_data"
+        raise ArrayShapeError(f"datum_to_array: the Datum's {field} holds {arr.size} values but its shape "
+                              f"{shape} needs {int(np.prod(shape))}")
+    return arr.reshape(shape)
