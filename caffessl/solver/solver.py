@@ -3,9 +3,10 @@ and pycaffe's solver classes.
 
 One iteration, exactly as Caffe orders it::
 
-    ClearParamDiffs -> [TestAll] -> iter_size x ForwardBackward -> smoothed loss -> display
-    -> ApplyUpdate: lr, [lr + sparsity lines], ClipGradients, per param {normalize, Regularizer.apply,
-       update rule}, then per param Stabilizer.update (W -= mask*update, Zerout)
+    ClearParamDiffs -> [TestAll] -> callbacks' on_start -> iter_size x ForwardBackward -> smoothed loss
+    -> display -> callbacks' on_gradients_ready -> ApplyUpdate: lr, [lr + sparsity lines], ClipGradients,
+       per param {normalize, Regularizer.apply, update rule}, then per param Stabilizer.update (W -= mask*update,
+       Zerout)
     -> [Total regularization terms] -> iter += 1 -> [snapshot] -> [stop]
 
 Everything is driven by the SolverParameter; the update rules are the functions in ``updates.py``.
@@ -197,11 +198,31 @@ class Solver:
         self.last_snapshot: tuple | None = None
         self.last_regularization_term = 0.0
         self._fused = None                  # fused.plan(self) once known (False: the per-param path)
+        self._callbacks: list = []          # (on_start, on_gradients_ready) pairs: Caffe's callbacks_
         log.info("Solver scaffolding done.")
 
     # -- pycaffe surface ------------------------------------------------------------------------------
     def _requested_action(self) -> str:
         return self.action_fn() if self.action_fn is not None else NONE
+
+    def add_callback(self, on_start, on_gradients_ready):
+        """pycaffe's Solver.add_callback: two no-argument callables, called in registration order at the
+        start of every iteration (after the optional TestAll, before the forward/backward passes) and once
+        the gradients are ready (after the loss display, before ApplyUpdate: the diffs are the backward's,
+        without clipping, normalization or weight decay, and what a callback leaves in them is applied)."""
+        if not callable(on_start) or not callable(on_gradients_ready):
+            raise TypeError("add_callback(on_start, on_gradients_ready): both must be callables with no arguments")
+        self._callbacks.append((on_start, on_gradients_ready))
+
+    def _run_callbacks(self, which: int):
+        if not self._callbacks:
+            return
+        for cb in self._callbacks:
+            cb[which]()
+        # a callback may have written params through pycaffe's host mirrors (GPU): push them to the tensors
+        for blobs in self.net.params.values():
+            for b in blobs:
+                b.sync_to_device()
 
     def solve(self, resume_file=None):
         sp = self.param
@@ -239,6 +260,7 @@ class Solver:
                 self.test_all()
                 if self.requested_early_exit:
                     break
+            self._run_callbacks(0)                              # Caffe: callbacks_[i]->on_start()
             display = bool(sp.display) and self.iter % sp.display == 0
             self.net.debug_info = display and sp.debug_info      # Solver::Step: net_->set_debug_info(...)
             loss = f32(0)
@@ -254,6 +276,7 @@ class Solver:
             if display:   # the SSL fork's line (BVLC 1.0 later added "(x iter/s, ...)")
                 log.info("Iteration %d, loss = %s", self.iter, fmt_num(self.smoothed_loss))
                 self._log_outputs(self.net, "Train", None)
+            self._run_callbacks(1)                              # Caffe: callbacks_[i]->on_gradients_ready()
             term = self.apply_update(display)
             if display:
                 log.info("    Total regularization terms: %s loss+regular. : %s", fmt_num(term),
