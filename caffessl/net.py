@@ -394,12 +394,21 @@ class Net:
             plan.append((layer, bottoms, tops, losses, getattr(layer, "feeds_from_blobs", False)))
         return plan
 
+    def sync_host_writes(self):
+        """Copy the host mirrors handed out on a GPU (blobs and params written through ``.data``/``.diff``)
+        back to their tensors, and drop them so the next read sees the tensors again. On the CPU the
+        arrays are views: nothing to do."""
+        for b in self.blobs.values():
+            b.sync_to_device()
+        for layer in self.layers:
+            for b in layer._blob_views or ():
+                b.sync_to_device()
+
     def _forward_range(self, i0, i1, record=False):
         """Run layers i0..i1. Returns the weighted loss (a tensor)."""
         if self._plan is None:
             self._plan = self._layer_plan()
-        for b in self.blobs.values():
-            b.sync_to_device()
+        self.sync_host_writes()
         cur = {}
         if record:   # what backward needs: first versions of the blobs, their producers, each layer's tensors
             self._last = {"first": {}, "range": (i0, i1), "producer": {}, "layers": {}}
@@ -471,6 +480,7 @@ class Net:
         between, and ``end``'s bottoms, get new diffs, and only those layers' param diffs accumulate."""
         if self._last is None:
             raise CaffeSSLError("backward() needs a forward() with gradients enabled first")
+        self.sync_host_writes()
         for name, value in kwargs.items():
             self.blobs[name].diff[...] = value
         if start is not None or end is not None:

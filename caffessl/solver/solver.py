@@ -215,14 +215,8 @@ class Solver:
         self._callbacks.append((on_start, on_gradients_ready))
 
     def _run_callbacks(self, which: int):
-        if not self._callbacks:
-            return
         for cb in self._callbacks:
             cb[which]()
-        # a callback may have written params through pycaffe's host mirrors (GPU): push them to the tensors
-        for blobs in self.net.params.values():
-            for b in blobs:
-                b.sync_to_device()
 
     def solve(self, resume_file=None):
         sp = self.param
@@ -277,6 +271,9 @@ class Solver:
                 log.info("Iteration %d, loss = %s", self.iter, fmt_num(self.smoothed_loss))
                 self._log_outputs(self.net, "Train", None)
             self._run_callbacks(1)                              # Caffe: callbacks_[i]->on_gradients_ready()
+            # params / diffs written through pycaffe's host mirrors (GPU) go to the tensors, and later reads
+            # of .data see the update
+            self.net.sync_host_writes()
             term = self.apply_update(display)
             if display:
                 log.info("    Total regularization terms: %s loss+regular. : %s", fmt_num(term),
