@@ -25,7 +25,7 @@ f32 = np.float32
 def plan(solver):
     """The param groups of the fused path, or None when some feature needs the per-param path."""
     sp = solver.param
-    if solver.solver_type != "SGD" or sp.iter_size != 1:
+    if solver.solver_type != "SGD" or sp.iter_size != 1 or solver.decoupled.active:
         return None
     groups: dict = {}
     thresholds = []

@@ -24,6 +24,7 @@ from ..errors import CaffemodelFormatError, SolverConfigError, TrainingDivergedE
 from ..log import fmt_num, get_logger
 from ..proto import caffe_pb2
 from . import fused, updates
+from .decoupled import DecoupledDecay
 from .lr_policy import check_policy, learning_rate
 from .snapshot import SolverStateData, read_solverstate, snapshot_filename, write_solverstate, \
     write_solverstate_hdf5
@@ -187,6 +188,7 @@ class Solver:
         self.history = [torch.zeros_like(info.tensor) for _ in range(n_hist) for info in self.params]
         self.regularizer = Regularizer(self.net, sp)
         self.stabilizer = Stabilizer(self.net, sp)
+        self.decoupled = DecoupledDecay(self.params, sp, source)   # W -= (lr_t/base_lr)*lambda*W after the update
         self.iter = 0
         self.current_step = 0
         self.smoothed_loss = 0.0
@@ -346,6 +348,7 @@ class Solver:
             updates_.append(u)
         for info, u in zip(self.params, updates_):
             self.stabilizer.update(info, u)
+        self.decoupled.apply(rate)                      # decoupled weight decay, after the update (decoupled.py)
         self.last_regularization_term = float(term)
         return float(term)
 
