@@ -7,9 +7,9 @@ reproduced only where the larger side is > 0 somewhere in the comparison):
 1. Adam >= SGD at the same L2 strength (ratio Adam / SGD, the baseline measured in the same sweep);
 2. for Adam, L2 in the gradient >= decoupled weight decay of the same strength;
 3. inactive features grow with the strength lambda (per optimizer and decay kind);
-4. smaller batch >= larger batch (Adam, L2 5e-4).
+4. smaller batch >= larger batch (Adam, L2 1e-3).
 
-    python bench/implicit_sparsity.py --jobs 2            # the bench/RESULTS.md run (14 runs x 1000 iterations)
+    python bench/implicit_sparsity.py --jobs 2            # the bench/RESULTS.md run (12 runs x 1000 iterations)
     python bench/implicit_sparsity.py --study FILE.yaml   # another study file with the same kinds of runs
 Run from the repository root (runs/implicit_sparsity_mnist/ gets each run's log, snapshot and result.json).
 """
@@ -81,10 +81,10 @@ def directions(results) -> list[tuple[str, str, str]]:
     out.append(("inactive features grow with lambda", _verdict(ev, ok, any_pos), "; ".join(ev)))
     # 4. smaller batch >= larger
     pts = sorted((bs, _pct(r)) for (t, d, s, bs, ssl), r in by.items()
-                 if t == "Adam" and d == "L2" and s == 5e-4 and not ssl and bs and _pct(r) is not None)
+                 if t == "Adam" and d == "L2" and s == 1e-3 and not ssl and bs and _pct(r) is not None)
     vals = [v for _, v in pts]
     ok = len(pts) >= 2 and all(a >= b for a, b in zip(vals, vals[1:]))
-    out.append(("smaller batch >= larger batch (Adam, L2 5e-4)", _verdict(pts, ok, bool(vals) and max(vals) > 0),
+    out.append(("smaller batch >= larger batch (Adam, L2 1e-3)", _verdict(pts, ok, bool(vals) and max(vals) > 0),
                 ", ".join(f"batch {bs}: {v:.1f}%" for bs, v in pts)))
     return out
 

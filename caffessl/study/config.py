@@ -17,11 +17,12 @@
     runs:                             # ... and/or an explicit list (each merged over `defaults`)
       - {type: Adam, base_lr: 0.001, decay: decoupled, strength: 1e-4}
 
-Run keys: ``name``, ``type`` (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam), ``base_lr``, ``momentum``,
-(a number, or a mapping from solver type to number), ``decay`` (``L2``: Caffe's weight_decay in the gradient; ``decoupled``: decoupled_weight_decay; ``none``),
-``strength`` (λ of that decay), ``batch_size`` (of the TRAIN Data layers), ``ssl`` (breadth_decay, with
-breadth_decay_mult 1 on every Convolution weight), ``seed`` (random_seed), ``max_iter``.
-"""
+Run keys: ``name``, ``type`` (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam), ``base_lr`` (a number, or a
+mapping from solver type to number), ``momentum``, ``decay`` (``L2``: Caffe's weight_decay in the gradient;
+``decoupled``: decoupled_weight_decay; ``none``), ``strength`` (λ of that decay), ``batch_size`` (of the TRAIN
+Data layers), ``ssl`` (breadth_decay, with breadth_decay_mult 1 on every Convolution weight), ``seed``
+(random_seed), ``max_iter``.
+
 from __future__ import annotations
 
 import itertools

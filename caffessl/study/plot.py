@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ..plotting import figure, save_png
+from ..plotting import figure, percent_bars, save_png
 
 
 def plot_feature_bars(report, path) -> str:
@@ -16,20 +16,8 @@ def plot_feature_bars(report, path) -> str:
               ("inactive (gamma)", [100.0 * len(l.inactive_gamma) / l.features if l.inactive_gamma is not None
                                     else 0.0 for l in report.layers]),
               ("zero filters", [100.0 * len(l.zero_filters) / l.features for l in report.layers])]
-    fig = figure(max(6.0, 0.9 * len(labels) + 2), 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    x = np.arange(len(labels))
-    width = 0.27
-    for i, (name, vals) in enumerate(series):
-        ax.bar(x + (i - 1) * width, vals, width, label=name)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("% of the layer's features")
-    ax.set_title(f"implicit sparsity over {report.samples} samples")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    return save_png(fig, path)
+    return percent_bars(labels, series, "% of the layer's features", f"implicit sparsity over {report.samples} samples",
+                        path)
 
 
 def plot_selectivity(report, path) -> str:

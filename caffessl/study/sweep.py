@@ -24,9 +24,19 @@ COLUMNS = ("run", "type", "base_lr", "decay", "strength", "batch_size", "ssl", "
            "pct_flops_slim", "pct_flops_live", "error")
 
 
+def _file_sha256(path) -> str | None:
+    import hashlib
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
 def _run_cfg(study, run) -> dict:
-    return {"study": study.path, "net": study.net, "solver": study.solver, "test_iter": study.test_iter,
-            "features": study.features, "run": run}
+    """Everything a run's result depends on (the net file's content too): a stored run with other settings reruns."""
+    return {"study": study.path, "net": study.net, "net_sha256": _file_sha256(study.net), "solver": study.solver,
+            "test_iter": study.test_iter, "features": study.features, "run": run}
 
 
 def run_state(run_dir: str, cfg: dict) -> dict | None:

@@ -98,7 +98,8 @@ def test_ten_iterations_match_numpy(kind):
 def test_composes_with_l1_and_group_lasso():
     """SGD + L1 weight decay + breadth (row) group Lasso in the gradient + decoupled decay after the update."""
     extra = 'regularization_type: "L1" breadth_decay: 0.02'
-    net_text = NET.replace("param { lr_mult: 1 decay_mult: 1 }", "param { lr_mult: 1 decay_mult: 1 breadth_decay_mult: 1 }")
+    net_text = NET.replace("param { lr_mult: 1 decay_mult: 1 }",
+                           "param { lr_mult: 1 decay_mult: 1 breadth_decay_mult: 1 }")
     sp = parse_text(f'net_param {{ {net_text} }} type: "SGD" base_lr: 0.05 momentum: 0.9 weight_decay: 0.01 '
                     f'lr_policy: "step" gamma: 0.5 stepsize: 4 random_seed: 5 display: 0 decoupled_weight_decay: '
                     f'0.1 ssl_stabilize_param {{ zerout_scope: NONE }} {extra}', caffe_pb2.SolverParameter())

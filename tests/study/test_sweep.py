@@ -44,7 +44,8 @@ def _write(tmp_path, text, name="study.yaml"):
 
 @pytest.mark.parametrize("text,line,what", [
     ("net: n\nout: o\nrunz: []\n", 3, "unknown key 'runz' in the study file"),
-    ("net: n\nout: o\nruns:\n  - {type: SGD}\n  - type: Adam\n    stength: 1e-4\n", 6, "unknown key 'stength' in a run"),
+    ("net: n\nout: o\nruns:\n  - {type: SGD}\n  - type: Adam\n    stength: 1e-4\n", 6,
+     "unknown key 'stength' in a run"),
     ("net: n\nout: o\ngrid:\n  type: [SGD]\n  lr: [0.1]\n", 5, "unknown key 'lr' in grid"),
     ("net: n\nout: o\nsolver:\n  max_iter: 3\n  max_iters: 3\nruns: [{}]\n", 5, "unknown key 'max_iters' in solver"),
     ("net: n\nout: o\nfeatures: {iters: 3}\nruns: [{}]\n", 3, "unknown key 'iters' in features"),
@@ -150,3 +151,30 @@ def test_failed_run_is_marked_and_ctrl_c_resumes(tmp_path):
     assert "| done |" in table["first"] and "| done |" in table["slow"]
     assert "| failed |" in table["bad"] and "momentum cannot be used with AdaGrad" in table["bad"]
     assert json.loads((out / "slow" / "result.json").read_text())["iterations"] == 150
+
+
+@pytest.mark.parametrize("name,shape", [("basicnet_mnist_train_test", (2, 1, 28, 28)),
+                                        ("basicnet_cifar10_train_test", (2, 3, 32, 32))])
+def test_shipped_basicnets_train_one_step(name, shape):
+    """The shipped BasicNets (data layers swapped for DummyData of the datasets' shapes) build, run one training
+    step, and expose one probe per conv block with its Scale (gamma) and the classifier."""
+    import numpy as np
+    from caffessl.io.prototxt import read_net_prototxt
+    from caffessl.net import TRAIN, Net
+    from caffessl.proto import caffe_pb2
+    from caffessl.study.features import probes
+    p = read_net_prototxt(str(REPO / "models" / "implicit_sparsity" / f"{name}.prototxt"))
+    layers = [l for l in p.layer if l.type not in ("Data", "ImageData")]
+    dummy = caffe_pb2.LayerParameter(name="data", type="DummyData", top=["data", "label"])
+    dummy.dummy_data_param.shape.add().dim.extend(shape)
+    dummy.dummy_data_param.shape.add().dim.extend([shape[0]])
+    dummy.dummy_data_param.data_filler.add(type="gaussian", std=1)
+    dummy.dummy_data_param.data_filler.add(type="constant", value=3)
+    del p.layer[:]
+    p.layer.extend([dummy] + layers)
+    net = Net(p, TRAIN)
+    loss = net.forward_backward()
+    assert np.isfinite(loss) and net.blobs["fc"].data.shape == (shape[0], 10)
+    found = probes(net)
+    assert [x.scale_layer for x in found[:-1]] == [f"scale{i}" for i in range(1, len(found))]
+    assert found[-1].layer == "fc" and all(x.after.startswith("relu") for x in found[:-1])
