@@ -22,6 +22,7 @@ mapping from solver type to number), ``momentum``, ``decay`` (``L2``: Caffe's we
 ``decoupled``: decoupled_weight_decay; ``none``), ``strength`` (λ of that decay), ``batch_size`` (of the TRAIN
 Data layers), ``ssl`` (breadth_decay, with breadth_decay_mult 1 on every Convolution weight), ``seed``
 (random_seed), ``max_iter``.
+"""
 
 from __future__ import annotations
 
