@@ -6,8 +6,11 @@ the update rule, and never enters the gradient or the rule's history::
 
     W <- W - η_t · λ · m · W          η_t = lr_t / base_lr   (the learning-rate schedule's factor)
 
-with λ = ``SolverParameter.decoupled_weight_decay`` and m = ``ParamSpec.decoupled_decay_mult`` (default 1).
-Params with ``lr_mult = 0`` are frozen and are not decayed. With λ = 0 nothing is touched (bit-identical to Caffe).
+with λ = ``SolverParameter.decoupled_weight_decay`` and m = ``ParamSpec.decay_mult`` ×
+``ParamSpec.decoupled_decay_mult`` (default 1): the params Caffe's weight_decay skips (``decay_mult: 0``, e.g.
+biases and BatchNorm statistics in the usual prototxts) are skipped here too, so an L2 run and a decoupled run of
+the same λ decay the same params. Params with ``lr_mult = 0`` are frozen and are not decayed. With λ = 0
+nothing is touched (bit-identical to Caffe).
 
 Where it sits in ApplyUpdate, per iteration::
 
@@ -53,10 +56,11 @@ class DecoupledDecay:
         self.params = []
         self.mults = []
         for info in params:
-            m = float(info.spec.decoupled_decay_mult)
-            if not m >= 0:
+            local = float(info.spec.decoupled_decay_mult)
+            if not local >= 0:
                 raise SolverConfigError(f"layer '{info.layer_name}' param {info.index}: decoupled_decay_mult must "
-                                        f"be >= 0, got {m}")
+                                        f"be >= 0, got {local}")
+            m = float(info.decay_mult) * local
             if lam != 0 and m != 0 and info.lr_mult != 0:
                 self.params.append(info)
                 self.mults.append(m)

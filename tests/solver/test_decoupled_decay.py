@@ -18,7 +18,7 @@ layer { name: "d" type: "DummyData" top: "x" top: "y"
   dummy_data_param { shape { dim: 8 dim: 5 } shape { dim: 8 dim: 3 }
                      data_filler { type: "gaussian" std: 1 } data_filler { type: "gaussian" std: 1 } } }
 layer { name: "ip" type: "InnerProduct" bottom: "x" top: "p"
-  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 decoupled_decay_mult: 0.5 }
+  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 2 decoupled_decay_mult: 0.25 }
   inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 }
                         bias_filler { type: "gaussian" std: 0.5 } } }
 layer { name: "loss" type: "EuclideanLoss" bottom: "p" bottom: "y" top: "loss" }
@@ -87,10 +87,10 @@ def test_ten_iterations_match_numpy(kind):
         y = net.blobs["y"].data.astype(np.float64)
         dp = (x @ W.T + b - y) / x.shape[0]          # EuclideanLoss: 1/(2N) sum (p - y)^2
         gW = dp.T @ x + 0.01 * W                     # + L2 in the gradient (decay_mult 1)
-        gb = dp.sum(0)                               # bias: decay_mult 0
+        gb = dp.sum(0) + 0.02 * b                    # bias: decay_mult 2
         rate = BASE_LR[kind] * 0.5 ** (it // 4)      # "step" policy
         W = _numpy_step(kind, W, gW, hw, rate, 1.0, it + 1, lam_dec, 1.0)
-        b = _numpy_step(kind, b, gb, hb, rate, 2.0, it + 1, lam_dec, 0.5)
+        b = _numpy_step(kind, b, gb, hb, rate, 2.0, it + 1, lam_dec, 2 * 0.25)   # decay_mult x decoupled mult
     assert _rel_err(net.params["ip"][0].data, W) < 1e-6
     assert _rel_err(net.params["ip"][1].data, b) < 1e-6
 
@@ -117,7 +117,7 @@ def test_composes_with_l1_and_group_lasso():
         gW = dp.T @ x + 0.01 * np.sign(W) + 0.02 * W / rows
         rate = 0.05 * 0.5 ** (it // 4)
         W = _numpy_step("SGD", W, gW, hw, rate, 1.0, it + 1, 0.1, 1.0)
-        b = _numpy_step("SGD", b, dp.sum(0), hb, rate, 2.0, it + 1, 0.1, 0.5)
+        b = _numpy_step("SGD", b, dp.sum(0) + 0.01 * 2 * np.sign(b), hb, rate, 2.0, it + 1, 0.1, 0.5)
     assert _rel_err(net.params["ip"][0].data, W) < 1e-6
     assert _rel_err(net.params["ip"][1].data, b) < 1e-6
 
@@ -135,7 +135,7 @@ def test_lambda_zero_is_bit_identical_to_the_pipeline_without_the_step(kind):
     plain = _solver(kind)                                # field unset
     plain.decoupled.apply = lambda rate: None            # the pipeline as it was before this step existed
     a_traj = _trajectory(plain)                          # (each solver reseeds the global RNG: run in turn)
-    zero = _solver(kind, 0.0)                            # field set to 0 (and a ParamSpec mult of 0.5)
+    zero = _solver(kind, 0.0)                            # field set to 0 (and a ParamSpec mult of 0.25)
     assert not zero.decoupled.active
     for a, b in zip(a_traj, _trajectory(zero)):
         assert all(torch.equal(x.view(torch.int32), y.view(torch.int32)) for x, y in zip(a, b))
@@ -159,3 +159,21 @@ def test_negative_lambda_is_refused():
     sp = caffe_pb2.SolverParameter(decoupled_weight_decay=-0.1)
     with pytest.raises(SolverConfigError, match="decoupled_weight_decay"):
         DecoupledDecay([], sp)
+
+
+def test_decay_mult_zero_exempts_a_param():
+    """decay_mult gates both kinds of decay: a decay_mult 0 param (a bias, say) keeps its value under pure
+    decoupled decay with zero gradients."""
+    net = NET.replace("param { lr_mult: 2 decay_mult: 2 decoupled_decay_mult: 0.25 }",
+                      "param { lr_mult: 2 decay_mult: 0 }")
+    sp = parse_text(f'net_param {{ {net} }} type: "SGD" base_lr: 0.1 momentum: 0 lr_policy: "fixed" '
+                    f'random_seed: 5 display: 0 decoupled_weight_decay: 0.5 ssl_stabilize_param {{ zerout_scope: NONE }}',
+                    caffe_pb2.SolverParameter())
+    solver = caffe.get_solver(sp)
+    w0 = solver.net.params["ip"][0].data.copy()
+    b0 = solver.net.params["ip"][1].data.copy()
+    for info in solver.params:
+        info.tensor.grad.zero_()
+    solver.apply_update()
+    np.testing.assert_array_equal(solver.net.params["ip"][1].data, b0)
+    np.testing.assert_allclose(solver.net.params["ip"][0].data, w0 * np.float32(0.5), rtol=1e-6)
