@@ -67,15 +67,19 @@ def _failure(run_dir: str, rc: int) -> dict:
 
 
 def prepare_data(study) -> None:
-    """Convert MNIST IDX files (``data:``) to the net's LMDBs when they are missing (as ``train --data``)."""
+    """Convert MNIST IDX files (``data:``) into the folders of the net's missing Data sources (as ``train --data``)."""
     if not study.data:
         return
-    from ..commands.train import prepare_mnist
+    from ..data.mnist import ensure_mnist_lmdb
+    from ..errors import DataSourceError
     from ..io.prototxt import read_net_prototxt
-    from ..proto import caffe_pb2
-    sp = caffe_pb2.SolverParameter()
-    sp.net_param.CopyFrom(read_net_prototxt(study.net))
-    prepare_mnist(sp, study.path, study.data)
+    if not os.path.isdir(study.data):
+        raise DataSourceError(f"{study.path}: data: '{study.data}' is not a folder (it should hold the four MNIST "
+                              f"IDX files)")
+    missing = {os.path.dirname(lp.data_param.source) or "." for lp in read_net_prototxt(study.net).layer
+               if lp.type == "Data" and not os.path.exists(lp.data_param.source)}
+    for out_dir in sorted(missing):
+        ensure_mnist_lmdb(study.data, out_dir)
 
 
 def sweep(study, jobs: int = 1, threads: int = 1, progress=None, log=print) -> list[dict]:

@@ -167,7 +167,8 @@ def test_decay_mult_zero_exempts_a_param():
     net = NET.replace("param { lr_mult: 2 decay_mult: 2 decoupled_decay_mult: 0.25 }",
                       "param { lr_mult: 2 decay_mult: 0 }")
     sp = parse_text(f'net_param {{ {net} }} type: "SGD" base_lr: 0.1 momentum: 0 lr_policy: "fixed" '
-                    f'random_seed: 5 display: 0 decoupled_weight_decay: 0.5 ssl_stabilize_param {{ zerout_scope: NONE }}',
+                    f'random_seed: 5 display: 0 decoupled_weight_decay: 0.5 '
+                    f'ssl_stabilize_param {{ zerout_scope: NONE }}',
                     caffe_pb2.SolverParameter())
     solver = caffe.get_solver(sp)
     w0 = solver.net.params["ip"][0].data.copy()

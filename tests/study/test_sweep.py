@@ -178,3 +178,10 @@ def test_shipped_basicnets_train_one_step(name, shape):
     found = probes(net)
     assert [x.scale_layer for x in found[:-1]] == [f"scale{i}" for i in range(1, len(found))]
     assert found[-1].layer == "fc" and all(x.after.startswith("relu") for x in found[:-1])
+
+
+def test_missing_data_folder_is_one_line(tmp_path):
+    from caffessl.cli import main
+    study = _write(tmp_path, f"net: {_write(tmp_path, TINY_NET, 'tiny.prototxt')}\ndata: {tmp_path / 'nope'}\n"
+                             f"out: {tmp_path / 'out'}\nruns: [{{}}]\n")
+    assert main(["sweep", study]) == 1
