@@ -231,6 +231,10 @@ def feature_report(make_net, iterations: int, *, batches=None, act_threshold: fl
             raise CaffeSSLError(f"{name} must be >= 0, got {v}")
     mode.set_random_seed(seed)
     net = make_net()
+    if batches is None and net.inputs:
+        raise LayerConfigError(f"net '{net.name}' reads its data from Input blob(s) {', '.join(net.inputs)}: the "
+                               f"features need a net whose data layers produce the batches (the train/test "
+                               f"prototxt, not a deploy one)")
     plist = probes(net)
     if not plist:
         raise LayerConfigError(f"net '{net.name}' has no Convolution / InnerProduct layer with weights")

@@ -184,3 +184,9 @@ def test_cli_bad_iterations_is_one_line(tmp_path, capsys):
     assert main(["features", "--model", str(proto), "--iterations", "0"]) == 1
     err = capsys.readouterr().err
     assert "iterations must be >= 1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_deploy_net_is_refused_with_the_reason():
+    from caffessl.errors import LayerConfigError
+    with pytest.raises(LayerConfigError, match="Input blob"):
+        feature_report(_identity_net, 1)
