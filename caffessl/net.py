@@ -24,6 +24,7 @@ from .errors import (CaffeSSLError, LayerConfigError, MissingBottomError, NetGra
                      WeightsError)
 from .layers.base import count_ok, get_layer_class
 from .proto import caffe_pb2
+from .weights_matrix import conv_groups
 
 log = logging.getLogger("caffessl")
 
@@ -45,7 +46,6 @@ class ParamInfo:
         self.spec = spec
         self.lr_mult = spec.lr_mult
         self.decay_mult = spec.decay_mult
-        from .sparsity.matrix import conv_groups
         self.groups = conv_groups(layer.param)   # Net::param_groups_
         self.display_name = spec.name or f"{layer.name}/{index}"
 
@@ -660,8 +660,7 @@ class Net:
                 log.info("Ignoring source layer %s", lname)
                 continue
             self._copy_layer(layer, arrays, path)
-            layer.on_weights_loaded(fmt)
-            _disconnect(self, layer)  # SSL connectivity_mode masks (binary and HDF5 alike)
+            layer.on_weights_loaded(fmt)   # WeightAlign: connectivity_mode mask, conv_mode engine
             loaded.append(lname)
         if strict:
             missing = [l.name for l in self.layers if l.params and l.name not in loaded]
@@ -752,14 +751,3 @@ def _fmt_count(spec):
         return f"at most {hi}"
     return f"{lo} to {hi}"
 
-
-def _disconnect(net, layer):
-    """WeightAlign's Disconnect: zero and mask a loaded layer's weights per its connectivity_mode."""
-    if layer.param.connectivity_mode == caffe_pb2.LayerParameter.CONNECTED and \
-            layer.name not in getattr(net, "connectivity_masks", {}):
-        return
-    from .sparsity.connectivity import disconnect_layer
-    spec = layer.param.param[0] if len(layer.param.param) else caffe_pb2.ParamSpec()
-    thr = spec.zerout_threshold if spec.HasField("zerout_threshold") else \
-        caffe_pb2.SSLStabilizeParameter().zerout_threshold
-    disconnect_layer(net, layer, float(thr))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .stabilize import zerout_
+from ..weights_matrix import zerout_
 
 f32 = np.float32
 
@@ -40,7 +40,7 @@ def plan(solver):
 
 def sgd_step(solver, fplan, rate: float) -> bool:
     """The fused SGD update; False (nothing done) when it does not apply this iteration."""
-    if getattr(solver.net, "connectivity_masks", None):
+    if any(info.index == 0 and info.layer.mask is not None for info in solver.params):
         return False
     params = solver.params
     ws = [info.tensor for info in params]

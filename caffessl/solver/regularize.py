@@ -13,7 +13,7 @@ For one learnable param, from the pre-update weights W, in the fork's order (sgd
 
 Group terms: grad += lambda * W / ||group|| (0 for a group whose norm is exactly 0), term = lambda * sum ||group||.
 Columns per conv group are the (R/g) x 1 tiling and rows the 1 x C tiling, so 2-4 are all one vectorized
-"block" step (caffessl.sparsity.matrix.group_lasso_step). The fork runs 2 and 3 only on GPU and aborts on
+"block" step (caffessl.weights_matrix.group_lasso_step). The fork runs 2 and 3 only on GPU and aborts on
 CPU; caffessl runs them on every device.
 
 Everything is validated once, at set-up (``Regularizer(net, solver_param)``), and each param gets a plan so
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import FileMissingError, ShapeMismatchError, SolverConfigError
-from ..sparsity.matrix import add_group_lasso_, check_block, group_lasso_step, matrix_shape
+from ..weights_matrix import add_group_lasso_, check_block, group_lasso_step, matrix_shape
 
 log = logging.getLogger("caffessl")
 
@@ -174,7 +174,7 @@ class Regularizer:
 
     # -- display ------------------------------------------------------------------------------------
     def sparsity_lines(self) -> list[str]:
-        """The fork's four two-line sparsity messages on the current weights (see caffessl.sparsity.log)."""
-        from ..sparsity.log import sparsity_messages
+        """The fork's four two-line sparsity messages on the current weights (see solver/sparsity_log.py)."""
+        from .sparsity_log import sparsity_messages
         from .stabilize import solver_zerout_threshold
         return sparsity_messages(self.params, solver_zerout_threshold(self.solver_param))

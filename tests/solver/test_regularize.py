@@ -346,6 +346,6 @@ def test_lenet_finetune_net_freezes_zero_groups_of_ssl_weights(tmp_path):
     ssl.save(str(tmp_path / "ssl.caffemodel"))
     sp = read_solver_prototxt(str(REPO / "solvers/lenet_ssl_finetune_solver.prototxt"))
     ft = caffe.Net(input_substituted(REPO / sp.net), caffe.TRAIN, weights=str(tmp_path / "ssl.caffemodel"))
-    m1, m2 = ft.connectivity_masks["conv1"], ft.connectivity_masks["conv2"]
+    m1, m2 = ft.layer_dict["conv1"].mask, ft.layer_dict["conv2"].mask
     assert (m1[3:] == 0).all() and (m1[:3] == 1).all()
     assert (m2.view(50, -1)[:, ::2] == 0).all() and (m2.view(50, -1)[:, 1::2] == 1).all()
