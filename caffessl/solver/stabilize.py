@@ -75,3 +75,25 @@ class Stabilizer:
             else:
                 w.sub_(update_value)
             zerout_(w, self.thresholds.get(param_key(info), 0.0))
+
+    def update_all(self, params) -> None:
+        """Net::Update for ``params`` (ParamInfo list): each one's update value is its ``grad`` (where the
+        rule left it, as Caffe leaves it in the diff). W -= update with one ``torch._foreach_sub_`` (masked
+        weights: W -= mask .* update), then Zerout per param."""
+        with torch.no_grad():
+            plain, masked = [], []
+            for info in params:
+                m = self.mask_for(info)
+                if m is None:
+                    plain.append(info.tensor.detach())
+                    masked.append(None)
+                else:
+                    masked.append(m)
+            if plain:
+                torch._foreach_sub_(plain, [i.tensor.grad for i, m in zip(params, masked) if m is None])
+            for info, m in zip(params, masked):
+                w = info.tensor.detach()
+                if m is not None:
+                    u = info.tensor.grad
+                    w.sub_(u * m.to(u.dtype))
+                zerout_(w, self.thresholds.get(param_key(info), 0.0))

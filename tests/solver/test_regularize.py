@@ -332,7 +332,8 @@ def test_small_ssl_models_train_a_few_iterations(solver_name):
             if info.tensor.grad is None:
                 continue
             term += reg.apply(info)
-            st.update(info, sgd(info.tensor.grad, [h], local_rate=sp.base_lr * info.lr_mult, momentum=sp.momentum))
+            st.update(info, sgd([info.tensor.grad], [[h]], local_rate=sp.base_lr * info.lr_mult,
+                                momentum=sp.momentum)[0])
         assert term > 0
     assert any(not torch.equal(b, i.tensor) for b, i in zip(before, net.learnable_params))
 

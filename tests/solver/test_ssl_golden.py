@@ -71,8 +71,8 @@ def replay(case_dir, iters, on_iter, net_param=None, solver_param=None):
         for info in net.learnable_params:
             term += reg.apply(info)
             g = info.tensor.grad
-            upd = sgd(g, [hist[id(info)]], local_rate=float(np.float32(rate) * np.float32(info.lr_mult)),
-                      momentum=sp.momentum)
+            (upd,) = sgd([g], [[hist[id(info)]]], local_rate=float(np.float32(rate) * np.float32(info.lr_mult)),
+                         momentum=sp.momentum)
             stab.update(info, upd)
         on_iter(k + 1, net, term)
     return net
