@@ -25,8 +25,8 @@ from ..log import fmt_num, get_logger
 from ..proto import caffe_pb2
 from . import updates
 from .lr_policy import check_policy, learning_rate
-from .snapshot import SolverStateData, read_solverstate, snapshot_filename, write_solverstate, \
-    write_solverstate_hdf5
+from ..io.solverstate import SolverStateData, read_solverstate, write_solverstate, write_solverstate_hdf5
+from .snapshot import snapshot_filename
 
 log = get_logger()
 f32 = np.float32
@@ -65,11 +65,9 @@ def train_net_param(sp, source) -> "caffe_pb2.NetParameter":
     if len(fields) > 1:
         raise SolverConfigError(f"{source}: more than one train net given ({', '.join(fields)}); set exactly one")
     f = fields[0]
-    if f.endswith("_param"):
-        from ..io.upgrade import upgrade_net_as_needed
+    if f.endswith("_param"):       # upgraded with the SolverParameter (io.upgrade.upgrade_solver_as_needed)
         net_param = caffe_pb2.NetParameter()
         net_param.CopyFrom(getattr(sp, f))
-        upgrade_net_as_needed(net_param, f"{source}: {f}")
     else:
         net_param = _read_net_file(getattr(sp, f), f, source)
     state = caffe_pb2.NetState()
@@ -82,7 +80,6 @@ def train_net_param(sp, source) -> "caffe_pb2.NetParameter":
 
 def test_net_params(sp, source) -> list:
     """Solver::InitTestNets: test_net_param, then test_net files, then instances of the generic net."""
-    from ..io.upgrade import upgrade_net_as_needed
     generic = [f for f in ("net_param", "net") if sp.HasField(f)]
     if len(generic) > 1:
         raise SolverConfigError(f"{source}: both net_param and net are given; set one")
@@ -106,14 +103,13 @@ def test_net_params(sp, source) -> list:
     for p in sp.test_net_param:
         q = caffe_pb2.NetParameter()
         q.CopyFrom(p)
-        params.append(upgrade_net_as_needed(q, f"{source}: test_net_param"))
+        params.append(q)
     for path in sp.test_net:
         params.append(_read_net_file(path, "test_net", source))
     if generic and n_total > n_specific:
         if sp.HasField("net_param"):
             base = caffe_pb2.NetParameter()
             base.CopyFrom(sp.net_param)
-            upgrade_net_as_needed(base, f"{source}: net_param")
         else:
             base = _read_net_file(sp.net, "net", source)
         for _ in range(n_total - n_specific):
