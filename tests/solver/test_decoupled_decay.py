@@ -141,13 +141,6 @@ def test_lambda_zero_is_bit_identical_to_the_pipeline_without_the_step(kind):
         assert all(torch.equal(x.view(torch.int32), y.view(torch.int32)) for x, y in zip(a, b))
 
 
-def test_sgd_keeps_the_fused_path_when_off_and_leaves_it_when_on():
-    off, on = _solver("SGD", 0.0), _solver("SGD", 0.1)
-    off.step(2)
-    on.step(2)
-    assert off._fused and on._fused is False
-
-
 def test_pure_step_and_factor():
     w = torch.tensor([1.0, -2.0, 0.0])
     decoupled_decay_([w], [decay_factor(0.05, 0.1, 0.2, 0.5)])   # eta = 0.5, f = 0.05
