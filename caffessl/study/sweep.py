@@ -39,6 +39,12 @@ def _run_cfg(study, run) -> dict:
             "test_iter": study.test_iter, "features": study.features, "run": run}
 
 
+# the worker runs this caffessl, whatever the current folder holds (``python -m`` would put the cwd first)
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_WORKER = ("import sys; sys.path.insert(0, {root!r}); from caffessl.study.run import run_one; "
+           "sys.exit(run_one(sys.argv[1], int(sys.argv[2])))")
+
+
 def run_state(run_dir: str, cfg: dict) -> dict | None:
     """The stored result of a finished run with these settings, else None."""
     try:
@@ -100,8 +106,6 @@ def sweep(study, jobs: int = 1, threads: int = 1, progress=None, log=print) -> l
             todo.append((run, cfg, d))
     running: dict = {}
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         while todo or running:
             while todo and len(running) < max(1, jobs):
@@ -112,7 +116,8 @@ def sweep(study, jobs: int = 1, threads: int = 1, progress=None, log=print) -> l
                         os.remove(os.path.join(d, stale))
                 atomic_write(os.path.join(d, "run.json"), json.dumps(cfg, indent=1).encode("utf-8"))
                 logf = open(os.path.join(d, "log.txt"), "w", encoding="utf-8")
-                p = subprocess.Popen([sys.executable, "-m", "caffessl.study.run", d, str(threads)], stdout=logf,
+                p = subprocess.Popen([sys.executable, "-c", _WORKER.format(root=_ROOT), d, str(threads)],
+                                     stdout=logf,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
                 running[p.pid] = (p, run, d, logf)
                 log(f"{run['name']}: started (pid {p.pid})")
