@@ -210,6 +210,12 @@ def test_a_whole_zero_group_gives_an_infinite_speedup_not_a_crash(tmp_path):
     assert g1.row_sparsity == 1 and g1.col_sparsity == 1 and math.isinf(g1.speedup)
     assert res.to_dict()["layers"][0]["group_stats"][1]["speedup"] is None
     assert "inf" in res.table().splitlines()[3]
+    # FLOPs left: group 0's kept rows x kept columns of its 3x18 matrix, group 1 none, over 2 x 3 x 18
+    m0 = w["conv"][1][0][:3].reshape(3, -1)
+    m0 = np.where(np.abs(m0) < THR, 0, m0)                   # analysed after the fork's zero_out
+    kept = (m0 != 0).any(axis=1).sum() * (m0 != 0).any(axis=0).sum()
+    assert res.layers[0].flop_fraction == pytest.approx(kept / (6 * 18))
+    assert res.to_dict()["layers"][0]["flop_fraction"] == pytest.approx(kept / (6 * 18))
 
 
 # -- the zeroed-out caffemodel ---------------------------------------------------------------------
