@@ -367,3 +367,24 @@ def test_golden_ssl_long_run_200(tmp_path, monkeypatch, capsys):
     for key, arr in final.items():
         name, i = key.split("/")
         np.testing.assert_array_equal(z[name][int(i)], arr)
+
+
+def test_net_flops_counts_kept_rows_times_kept_columns_per_group(tmp_path):
+    """sparsity.flops.net_flops (over weights_matrix.matrix_flops): per conv group, kept filters x kept
+    lowered columns x output positions, against a numpy loop."""
+    import caffessl as caffe
+    from caffessl.sparsity.flops import net_flops
+    model = tmp_path / "net.prototxt"
+    model.write_text(NET % "")
+    net = caffe.Net(str(model), caffe.TEST, weights=str(write_caffemodel(tmp_path / "t.caffemodel", make_weights(0))))
+    net.forward()
+    got = {f.name: f for f in net_flops(net)}
+    for name, groups in (("conv", 2), ("ip", 1)):
+        w = net.params[name][0].data
+        m = w.reshape(w.shape[0], -1)
+        top = net.blobs[name].data.shape
+        pos = int(np.prod(top[2:])) if name == "conv" else 1
+        r = m.shape[0] // groups
+        kept = sum((m[g * r:(g + 1) * r] != 0).any(axis=1).sum() * (m[g * r:(g + 1) * r] != 0).any(axis=0).sum()
+                   for g in range(groups))
+        assert got[name].dense == m.size * pos and got[name].remaining == kept * pos
