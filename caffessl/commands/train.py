@@ -184,7 +184,9 @@ def _run(args, in_world):
             if group.local_rank() == 0 and not os.environ.get(launch.LAUNCHER_PID_ENV):
                 prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
             import torch.distributed as dist
-            dist.barrier()
+
+            from ..parallel.allreduce import collective
+            collective("waiting for the other ranks to start", dist.barrier)
         else:
             _set_mode(args.gpu, sp)
             prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
@@ -206,7 +208,8 @@ def _run(args, in_world):
         held.flush()
     log.info("Starting Optimization")
     bar = None
-    if sys.stderr.isatty() and not args.no_progress:
+    if sys.stderr.isatty() and not args.no_progress and (not in_world or solver.parallel is None
+                                                         or solver.parallel.is_root):   # one bar: rank 0's
         from tqdm import tqdm
         bar = tqdm(total=sp.max_iter, initial=solver.iter, unit="it", dynamic_ncols=True, leave=False)
         solver.progress = bar

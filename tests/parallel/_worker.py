@@ -30,6 +30,13 @@ def main(cfg_path):
     out = {}
     for run in cfg["runs"]:
         solver = caffe.get_solver(run["solver"])
+        if "actions" in run:     # {call number: action} of this rank's action function; then solve()
+            plan = {int(k): v for k, v in run["actions"][rank].items()}
+            calls = []
+            solver.action_fn = lambda: (calls.append(1), plan.get(len(calls), "none"))[1]
+            solver.solve()
+            out[run["name"]] = {"iter": solver.iter, "early_exit": solver.requested_early_exit}
+            continue
         assert solver.parallel is not None and solver.parallel.world == dist.get_world_size()
         if run.get("weights"):
             solver.net.copy_from(run["weights"])

@@ -14,7 +14,7 @@ from caffessl.parallel.launch import launch
 from tests.golden import REPO
 from tests.parallel._lenet import lenet_text, make_data, solver_text
 
-B, ITERS = 8, 20
+B, ITERS = 4, 20
 ZEROED = {"conv1": (slice(0, 5),), "conv2": (slice(None), slice(0, 4)), "ip1": (slice(0, 100),)}
 
 
@@ -45,10 +45,17 @@ def case(tmp_path_factory):
         (d / f"{name}.prototxt").write_text(lenet_text(batch, ssl=ssl))
         (d / f"s_{name}.prototxt").write_text(solver_text(f"{name}.prototxt", max_iter=ITERS, ssl=ssl))
     _weights_with_zero_groups(d)
+    (d / "s_signals.prototxt").write_text(solver_text("plain_b.prototxt", max_iter=ITERS, snapshot=0,
+                                                      snapshot_prefix="sig/l"))
+    (d / "sig").mkdir()
     cfg = {"cwd": str(d), "runs": [
         {"name": "plain", "solver": "s_plain_b.prototxt", "iters": ITERS},
         {"name": "ssl", "solver": "s_ssl_b.prototxt", "iters": ITERS, "weights": "zero_groups.caffemodel",
-         "perturb_rank": 1}]}
+         "perturb_rank": 1},
+        # rank 0 asks for a snapshot at its 3rd poll, rank 1 for a snapshot (not rank 0's: ignored) at its 2nd
+        # and to stop at its 5th
+        {"name": "signals", "solver": "s_signals.prototxt", "actions": [{"3": "snapshot"},
+                                                                        {"2": "snapshot", "5": "stop"}]}]}
     (d / "cfg.json").write_text(json.dumps(cfg))
     assert launch([sys.executable, str(REPO / "tests" / "parallel" / "_worker.py"), str(d / "cfg.json")], 2) == 0
     results = [json.loads((d / f"result_rank{r}.json").read_text()) for r in range(2)]
@@ -112,3 +119,12 @@ def test_consistency_check_catches_a_changed_weight(case):
     for r in range(2):
         msg = results[r]["ssl"]["check_after_perturb"]
         assert "rank 1 differ from rank 0's" in msg and "conv1" in msg, msg
+
+
+def test_requests_are_agreed_by_all_ranks(case):
+    """A stop asked on rank 1 stops both ranks after the same iteration; a snapshot is taken once, when
+    rank 0 asks (polls happen once per iteration, with the gradients' all-reduce)."""
+    d, results = case
+    for r in range(2):
+        assert results[r]["signals"] == {"iter": 5, "early_exit": True}
+    assert sorted(p.name for p in (d / "sig").iterdir()) == ["l_iter_3.caffemodel", "l_iter_3.solverstate"]
