@@ -21,12 +21,11 @@ _MOD = 65521   # the position weights of the second checksum cycle through 1..65
 
 
 def solver_digest(solver) -> str:
-    """SHA-256 of the solver's text and of its train net's text (after reading and upgrading)."""
+    """SHA-256 of the solver's text and of its train net's text (as read, upgraded and filtered)."""
     from ..io.prototxt import to_text
-    from ..solver.solver import train_net_param
     h = hashlib.sha256()
     h.update(to_text(solver.param).encode())
-    h.update(to_text(train_net_param(solver.param, solver.source)).encode())
+    h.update(to_text(solver.net.net_param).encode())
     return h.hexdigest()
 
 
