@@ -53,5 +53,5 @@ def solver_text(net, max_iter=20, display=5, ssl=False, **extra):
                   "ssl_stabilize_param { zerout_threshold: 0.003 }"]
     for k, v in extra.items():
         lines = [ln for ln in lines if not ln.startswith(k + ":")]
-        lines.append(f'{k}: "{v}"' if isinstance(v, str) else f"{k}: {v}")
+        lines.append(f'{k}: "{v}"' if isinstance(v, str) else f"{k}: {str(v).lower()}")
     return "\n".join(lines) + "\n"

@@ -138,3 +138,17 @@ def test_ranks_that_disagree_on_the_solver(case):
         assert p.returncode == 1 and len(lines) == 1, err
         assert "the ranks disagree on the solver: rank 0 runs 's.prototxt'" in lines[0], lines[0]
         assert "rank 1 runs 's_other.prototxt'" in lines[0] and lines[0].count("DistributedError: rank ") == 1
+
+
+def test_torchrun_world(case):
+    """`torchrun -m caffessl train`: the ranks join from torchrun's environment; rank 0 logs and snapshots."""
+    (case / "s_tr.prototxt").write_text(solver_text("net.prototxt", max_iter=4, display=2, snapshot=0,
+                                                    snapshot_prefix="tr/l", snapshot_after_train=True))
+    (case / "tr").mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "-m", "caffessl", "train", "--solver=s_tr.prototxt", "--allow-python"], cwd=case, env=env,
+                       capture_output=True, text=True, timeout=150)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("Data-parallel training on 2 ranks (torch.distributed, gloo)") == 1, p.stderr
+    assert sorted(f.name for f in (case / "tr").iterdir()) == ["l_iter_4.caffemodel", "l_iter_4.solverstate"]
