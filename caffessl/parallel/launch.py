@@ -167,8 +167,11 @@ def last_snapshot(prefix: str) -> str | None:
 def _child_env(rank: int, n: int, port: int) -> dict:
     import caffessl
     env = dict(os.environ)
+    # the ranks import the caffessl this process runs (a checkout put on sys.path by a script, too)
     root = os.path.dirname(os.path.dirname(os.path.abspath(caffessl.__file__)))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if os.path.basename(root) not in ("site-packages", "dist-packages") and root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([root] + paths)
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n),
                GROUP_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     env[LAUNCHER_PID_ENV] = str(os.getpid())
