@@ -1,1 +1,7 @@
-from .cli import main; raise SystemExit(main())
+"""``python -m caffessl ...`` runs the ``caffessl`` command (torchrun and many users start programs this way)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
