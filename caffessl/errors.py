@@ -76,3 +76,7 @@ class PlotError(CaffeSSLError):
 
 class PlotUnavailableError(PlotError, ImportError):
     """Plots were asked for but matplotlib cannot be imported."""
+
+
+class DeviceError(CaffeSSLError):
+    """A device that cannot be used: a bad ``--gpu`` value, or CUDA asked for where torch sees none."""

@@ -25,7 +25,9 @@ def add_arguments(p):
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", help="comma-separated caffemodels to fine-tune from")
     g.add_argument("--snapshot", help="a .solverstate[.h5] to resume from")
-    p.add_argument("--gpu", help="GPU id to use ('all' = 0); default: the solver's solver_mode")
+    p.add_argument("--gpu", help="GPU ids separated by ',' or 'all'; default: the solver's solver_mode "
+                                 "(GPU: its device_id)")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU whatever the solver's solver_mode says")
     p.add_argument("--data", help="folder with the MNIST IDX files, converted to the nets' LMDBs if missing")
     p.add_argument("--sigint_effect", choices=EFFECTS, default="stop", help="what Ctrl-C does (Caffe: stop)")
     p.add_argument("--sighup_effect", choices=EFFECTS, default="snapshot", help="what SIGHUP does")
@@ -66,17 +68,15 @@ class SignalActions:
         return "none"
 
 
-def _set_mode(gpu, sp):
+def _set_mode(args, sp):
     from .. import mode
-    from ..proto import caffe_pb2
-    if gpu is None and sp.HasField("solver_mode") and sp.solver_mode == caffe_pb2.SolverParameter.GPU:
-        gpu = str(sp.device_id)
-    if gpu is None:
+    from ._device import solver_gpus
+    ids = solver_gpus(args.gpu, getattr(args, "cpu", False), sp, args.solver)
+    if not ids:
         mode.set_mode_cpu()
         return
-    ids = [0] if gpu == "all" else [int(x) for x in gpu.split(",")]
     if len(ids) > 1:
-        raise NotImplementedError(f"--gpu={gpu}: multi-GPU training is not supported; give one device id")
+        raise NotImplementedError(f"--gpu={args.gpu}: multi-GPU training is not supported; give one device id")
     mode.set_device(ids[0])
     mode.set_mode_gpu()
 
@@ -118,6 +118,7 @@ def prepare_mnist(sp, source, data_dir):
 def run(args):
     from ..log import get_logger, setup_logging
     from ..solver.solver import get_solver, load_solver_param
+    from ._device import parse_gpus
     handler = setup_logging()
     log = get_logger()
     # set-up logs are held back until the solver stands, so that bad input prints one error line only
@@ -125,11 +126,12 @@ def run(args):
     log.removeHandler(handler)
     log.addHandler(held)
     try:
+        parse_gpus(args.gpu)        # a bad --gpu value is reported before any file is read
         sp, source = load_solver_param(args.solver)
         if args.level or args.stage:
             sp.train_state.level = args.level
             sp.train_state.stage.extend(s for s in args.stage.split(",") if s)
-        _set_mode(args.gpu, sp)
+        _set_mode(args, sp)
         prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
         solver = get_solver(sp, source, allow_python=args.allow_python)
         if args.snapshot:
