@@ -3,6 +3,7 @@ fresh copy of this checkout (a temp dir with ``../shared`` linked beside it), an
 
     python bench/readme_claims.py                 # everything (about 10 minutes on an idle 2-core machine)
     python bench/readme_claims.py --skip-suite    # without the test suite
+    python bench/readme_claims.py --keep DIR --steps finetune   # go on in DIR, reading the other steps back
 
 Each command below is checked to appear verbatim in README.md (so the README and this script cannot drift);
 ``caffessl`` runs as ``python -m caffessl.cli`` from the copy. Measured: wall time of each command, the final
@@ -78,10 +79,12 @@ def run(cmd: str, cwd: Path, log_dir: Path, name: str):
     env = dict(os.environ, PYTHONPATH=str(cwd))
     print(f"[{time.strftime('%H:%M:%S')}] {cmd}", flush=True)
     t0 = time.perf_counter()
-    p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    log = log_dir / f"{name}.log"
+    with open(log, "w") as f:          # written as it runs: `tail -f` shows the progress
+        p = subprocess.run(argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
     sec = time.perf_counter() - t0
-    out = p.stdout + p.stderr
-    (log_dir / f"{name}.log").write_text(out)
+    out = log.read_text()
+    print(f"    {sec:.0f} s", flush=True)
     if p.returncode != 0:
         sys.exit(f"FAILED ({p.returncode}): {cmd}\n{out[-3000:]}")
     return sec, out
@@ -114,13 +117,40 @@ def digest(paths) -> str:
     return h.hexdigest()
 
 
+STEPS = ("main", "finetune", "scratch", "slim", "suite")
+
+
+class Runner:
+    """Runs a step's commands, or (a step not asked for) reads back the log a previous run left in the work dir."""
+
+    def __init__(self, work: Path, logs: Path, steps):
+        self.work, self.logs, self.steps = work, logs, steps
+
+    def __call__(self, step: str, cmd: str, name: str):
+        log, secs = self.logs / f"{name}.log", self.logs / f"{name}.seconds"
+        if step in self.steps:
+            sec, out = run(cmd, self.work, self.logs, name)
+            secs.write_text(f"{sec:.1f}")
+            return sec, out
+        if log.is_file():
+            return (float(secs.read_text()) if secs.is_file() else float("nan")), log.read_text()
+        return None, None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=str(REPO.parent / "shared"), help="the ../shared folder")
     ap.add_argument("--skip-suite", action="store_true", help="do not run the test suite")
+    ap.add_argument("--steps", default=",".join(STEPS),
+                    help=f"comma-separated steps to run, of {','.join(STEPS)} (with --keep: the others are read "
+                         f"back from that folder's logs when there)")
     ap.add_argument("--keep", help="work in this folder (kept) instead of a temp dir")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    steps = [s for s in args.steps.split(",") if s and not (s == "suite" and args.skip_suite)]
+    bad = [s for s in steps if s not in STEPS]
+    if bad:
+        sys.exit(f"--steps: unknown step(s) {bad}; steps: {','.join(STEPS)}")
     missing = check_readme(REPO / "README.md")
     if missing:
         sys.exit("README.md no longer holds these commands (update this script or the README):\n  "
@@ -129,89 +159,99 @@ def main(argv=None):
     if not (shared / "data" / "mnist").is_dir():
         sys.exit(f"{shared}/data/mnist is missing: the README's commands need ../shared")
     top = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="readme_claims_"))
-    work = top / "caffessl"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work, logs = top / "caffessl", top / "logs"
+    if "main" in steps or not work.exists():          # a fresh copy; otherwise go on in the kept one
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(logs, ignore_errors=True)
+        work.mkdir(parents=True)
+        copy_checkout(work)
     if not (top / "shared").exists():
         (top / "shared").symlink_to(shared)
-    copy_checkout(work)
-    logs = top / "logs"
     logs.mkdir(exist_ok=True)
     sys.path.insert(0, str(work))
+    step = Runner(work, logs, steps)
     rows = []       # (claim, measured, command)
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-           "load_before": os.getloadavg()[0]}
+           "load_before": os.getloadavg()[0], "steps_run": steps}
+    ssl_model = work / "runs/lenet_ssl/lenet_ssl_iter_5000.caffemodel"
 
-    sec, out = run(MAIN, work, logs, "main")
-    st = structure(work / "runs/lenet_ssl/lenet_ssl_iter_5000.caffemodel")
-    res["main"] = dict(seconds=sec, accuracy=last_accuracy(out), **st)
-    rows += [("main job: wall time", f"{sec:.0f} s", MAIN),
-             ("main job: test accuracy", f"{100 * res['main']['accuracy']:.2f} %", MAIN),
-             ("main job: conv1 filters removed", f"{20 - st['conv1_filters_kept']} of 20", MAIN),
-             ("main job: conv2 columns removed", f"{100 * st['conv2_columns_removed']:.1f} %", MAIN)]
+    sec, out = step("main", MAIN, "main")
+    if out is not None:
+        st = structure(ssl_model)
+        res["main"] = dict(seconds=sec, accuracy=last_accuracy(out), **st)
+        rows += [("main job: wall time", f"{sec:.0f} s", MAIN),
+                 ("main job: test accuracy", f"{100 * res['main']['accuracy']:.2f} %", MAIN),
+                 ("main job: conv1 filters removed", f"{20 - st['conv1_filters_kept']} of 20", MAIN),
+                 ("main job: conv2 columns removed", f"{100 * st['conv2_columns_removed']:.1f} %", MAIN)]
     ssl_files = list((work / "runs/lenet_ssl").glob("lenet_ssl_iter_5000.*"))
-    ssl_digest = digest(ssl_files)
+    ssl_digest = digest(ssl_files) if ssl_files else None
 
-    sec, out = run(FINETUNE, work, logs, "finetune")
-    ft = structure(work / "runs/lenet_ssl/lenet_ssl_ft_iter_8000.caffemodel")
-    res["finetune"] = dict(seconds=sec, accuracy=last_accuracy(out), **ft)
-    rows += [("fine-tune: wall time", f"{sec:.0f} s", FINETUNE),
-             ("fine-tune: test error", f"{100 * (1 - res['finetune']['accuracy']):.2f} %", FINETUNE),
-             ("fine-tune: structure kept (conv1 / conv2 filters)",
-              f"{ft['conv1_filters_kept']}/20, {ft['conv2_filters_kept']}/50", FINETUNE)]
+    sec, out = step("finetune", FINETUNE, "finetune")
+    if out is not None:
+        ft = structure(work / "runs/lenet_ssl/lenet_ssl_ft_iter_8000.caffemodel")
+        res["finetune"] = dict(seconds=sec, accuracy=last_accuracy(out), **ft)
+        rows += [("fine-tune: wall time", f"{sec:.0f} s", FINETUNE),
+                 ("fine-tune: test error", f"{100 * (1 - res['finetune']['accuracy']):.2f} %", FINETUNE),
+                 ("fine-tune: structure kept (conv1 / conv2 filters)",
+                  f"{ft['conv1_filters_kept']}/20, {ft['conv2_filters_kept']}/50", FINETUNE)]
 
-    sec, out = run(SCRATCH, work, logs, "scratch")
-    sc = structure(work / "runs/lenet_ssl_scratch/lenet_ssl_scratch_iter_5000.caffemodel")
-    res["scratch"] = dict(seconds=sec, accuracy=last_accuracy(out), **sc)
-    untouched = digest(ssl_files) == ssl_digest
-    res["scratch"]["ssl_model_untouched"] = untouched
-    rows += [("from scratch: wall time", f"{sec:.0f} s", SCRATCH),
-             ("from scratch: test accuracy", f"{100 * res['scratch']['accuracy']:.2f} %", SCRATCH),
-             ("from scratch: conv1 filters kept", f"{sc['conv1_filters_kept']} of 20", SCRATCH),
-             ("from scratch: SSL model of the main job untouched", "yes" if untouched else "NO", SCRATCH)]
+    sec, out = step("scratch", SCRATCH, "scratch")
+    if out is not None:
+        sc = structure(work / "runs/lenet_ssl_scratch/lenet_ssl_scratch_iter_5000.caffemodel")
+        res["scratch"] = dict(seconds=sec, accuracy=last_accuracy(out), **sc)
+        untouched = "n/a (no main job in this folder)" if ssl_digest is None else \
+            ("yes" if digest(ssl_files) == ssl_digest else "NO")
+        res["scratch"]["ssl_model_untouched"] = untouched
+        rows += [("from scratch: wall time", f"{sec:.0f} s", SCRATCH),
+                 ("from scratch: test accuracy", f"{100 * res['scratch']['accuracy']:.2f} %", SCRATCH),
+                 ("from scratch: conv1 filters kept", f"{sc['conv1_filters_kept']} of 20", SCRATCH),
+                 ("from scratch: the main job's SSL model untouched", untouched, SCRATCH)]
 
-    sec, out = run(SLIM, work, logs, "slim")
-    m = re.search(r"learnable values (\d+) -> (\d+)", out)
-    layers = {r[0]: (int(r[2]), int(r[3])) for r in re.findall(r"^(conv1|conv2)\s+(\S+)\s+(\d+)\s+(\d+)", out, re.M)}
-    res["slim"] = {"values": [int(m.group(1)), int(m.group(2))] if m else None, "layers": layers}
-    rows += [("slim (deploy): conv1 / conv2 filters", ", ".join(f"{k} {a} -> {b}" for k, (a, b) in layers.items()),
-              SLIM),
-             ("slim (deploy): learnable values", f"{m.group(1)} -> {m.group(2)}" if m else "?", SLIM)]
-    run(SLIM_TT, work, logs, "slim_train_test")
-    tests = {}
-    for name, cmd in (("unslimmed", TEST_SSL), ("slimmed", TEST_SLIM)):
-        sec, out = run(cmd, work, logs, f"test_{name}")
-        acc = re.findall(r"\] accuracy = ([\d.eE+-]+)", out)
-        loss = re.findall(r"\] Loss: ([\d.eE+-]+)", out)
-        tests[name] = (float(acc[-1]), float(loss[-1]))
-    res["slim"]["test"] = tests
-    rows.append(("caffessl test, slimmed train_test net (accuracy, loss)",
-                 f"{100 * tests['slimmed'][0]:.2f} %, {tests['slimmed'][1]:g} (unslimmed: "
-                 f"{100 * tests['unslimmed'][0]:.2f} %, {tests['unslimmed'][1]:g})", TEST_SLIM))
-    sec, out = run(ANALYZE, work, logs, "analyze")
-    sp = re.search(r"speedup:.*", out)
-    res["analyze"] = sp.group(0) if sp else None
-    rows.append(("analyze: the fork's speedup line", res["analyze"] or "?", ANALYZE))
+    sec, out = step("slim", SLIM, "slim")
+    if out is not None:
+        m = re.search(r"learnable values (\d+) -> (\d+)", out)
+        layers = {r[0]: (int(r[2]), int(r[3]))
+                  for r in re.findall(r"^(conv1|conv2)\s+(\S+)\s+(\d+)\s+(\d+)", out, re.M)}
+        res["slim"] = {"values": [int(m.group(1)), int(m.group(2))] if m else None, "layers": layers}
+        rows += [("slim (deploy): conv1 / conv2 filters",
+                  ", ".join(f"{k} {a} -> {b}" for k, (a, b) in layers.items()), SLIM),
+                 ("slim (deploy): learnable values", f"{m.group(1)} -> {m.group(2)}" if m else "?", SLIM)]
+        step("slim", SLIM_TT, "slim_train_test")
+        tests = {}
+        for name, cmd in (("unslimmed", TEST_SSL), ("slimmed", TEST_SLIM)):
+            _sec, out = step("slim", cmd, f"test_{name}")
+            acc = re.findall(r"\] accuracy = ([\d.eE+-]+)", out)
+            loss = re.findall(r"\] Loss: ([\d.eE+-]+)", out)
+            tests[name] = (float(acc[-1]), float(loss[-1]))
+        res["slim"]["test"] = tests
+        rows.append(("caffessl test, slimmed train_test net (accuracy, loss)",
+                     f"{100 * tests['slimmed'][0]:.2f} %, {tests['slimmed'][1]:g} (unslimmed: "
+                     f"{100 * tests['unslimmed'][0]:.2f} %, {tests['unslimmed'][1]:g})", TEST_SLIM))
+        _sec, out = step("slim", ANALYZE, "analyze")
+        sp = re.search(r"speedup:.*", out)
+        res["analyze"] = sp.group(0) if sp else None
+        rows.append(("analyze: the fork's speedup line", res["analyze"] or "?", ANALYZE))
 
-    if not args.skip_suite:
-        sec, out = run(SUITE, work, logs, "suite")
+    sec, out = step("suite", SUITE, "suite")
+    if out is not None:
         summary = out.strip().splitlines()[-1]
-        counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|skipped|failed|xfailed|xpassed|errors?)", summary)}
+        counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|skipped|failed|xfailed|xpassed|errors?)",
+                                                   summary)}
         res["suite"] = dict(seconds=sec, summary=summary, **counts)
-        rows += [("test suite: tests", f"{counts.get('passed', 0)} passed, {counts.get('skipped', 0)} skipped", SUITE),
+        rows += [("test suite: tests", f"{counts.get('passed', 0)} passed, {counts.get('skipped', 0)} skipped",
+                  SUITE),
                  ("test suite: wall time", f"{sec:.0f} s", SUITE)]
     res["load_after"] = os.getloadavg()[0]
 
     print(f"\nREADME claims re-measured {res['date']}, {res['cpus']} CPUs, load average {res['load_before']:.1f} "
-          f"before / {res['load_after']:.1f} after (work dir {top}, logs in {logs})\n")
-    w = max(len(r[0]) for r in rows)
+          f"before / {res['load_after']:.1f} after; steps run: {','.join(steps)}\n")
+    w = max((len(r[0]) for r in rows), default=5)
     print(f"| {'claim':<{w}} | measured | command |\n|{'-' * (w + 2)}|---|---|")
     for claim, measured, cmd in rows:
         print(f"| {claim:<{w}} | {measured} | `{cmd}` |")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))
-    if not args.keep:
+    if not args.keep:                  # the logs go with the temp dir; --keep DIR keeps them
         shutil.rmtree(top, ignore_errors=True)
     return 0
 
