@@ -64,15 +64,20 @@ def normalize_words(words, parser, command: str = "", notes=None) -> list[str]:
     ``--option=value`` / ``--option``; booleans resolved gflags' way; Caffe's flags the command does not use
     dropped with a note (appended to ``notes``)."""
     opts = _options(parser)
+    nested = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
     out: list[str] = []
     bools: dict = {}                      # dest -> (option string, action, value), last one wins
+    tail: list[str] = []
     i = 0
     while i < len(words):
         word = words[i]
         if word == "--":
-            out.extend(words[i:])
+            tail = words[i:]
             break
         parts = _split(word)
+        if parts is None and word in nested:   # `convert imageset -shuffle ...`: the sub-command's own flags
+            tail = [word] + normalize_words(words[i + 1:], nested[word], command, notes)
+            break
         if parts is None:
             out.append(word)
             i += 1
@@ -110,7 +115,7 @@ def normalize_words(words, parser, command: str = "", notes=None) -> list[str]:
     for opt, action, on in bools.values():
         if on == bool(action.const):
             out.append(opt)
-    return out
+    return out + tail
 
 
 def _command_index(argv, choices):

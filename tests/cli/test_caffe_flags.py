@@ -44,6 +44,9 @@ def parse(argv):
      ["time", "-model", "m", "-iterations=3", "-phase", "TEST", "-gpu", "1", "-conv_mode", "auto"]],
     # device_query: Caffe's verb spelling
     [["device-query", "--gpu=0"], ["device_query", "-gpu", "0"], ["-gpu=0", "device_query"]],
+    # Caffe's convert_imageset flags, after caffessl's nested `convert imageset`
+    [["convert", "imageset", "--resize_height=32", "--shuffle", "--gray", "R/", "l.txt", "db"],
+     ["convert", "imageset", "-resize_height", "32", "-shuffle", "-gray=true", "-noencoded", "R/", "l.txt", "db"]],
     # a negative number stays a value
     [["test", "--model=m", "--weights=w", "--level=-1"], ["test", "-model", "m", "-weights", "w", "-level", "-1"]],
 ])
