@@ -78,5 +78,9 @@ class PlotUnavailableError(PlotError, ImportError):
     """Plots were asked for but matplotlib cannot be imported."""
 
 
+class DistributedError(CaffeSSLError):
+    """Data-parallel training that cannot go on: a rank died or disagrees (solver, weights), a bad world."""
+
+
 class DeviceError(CaffeSSLError):
-    """A device that cannot be used: a bad ``--gpu`` value, or CUDA asked for where torch sees none."""
+    """A GPU was asked for that this machine does not have (no CUDA, an id out of range, a repeated id)."""

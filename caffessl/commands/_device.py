@@ -77,8 +77,8 @@ def solver_gpus(gpu: str | None, cpu: bool, sp, solver_file: str) -> list[int]:
         return []
     if gpu:
         return parse_gpus(gpu)
-    if sp.solver_mode != caffe_pb2.SolverParameter.GPU:
-        return []
+    if not sp.HasField("solver_mode") or sp.solver_mode != caffe_pb2.SolverParameter.GPU:
+        return []          # unset: the CPU (Caffe's schema default would be GPU)
     dev = int(sp.device_id)
     count = _cuda_count()
     if count == 0:
