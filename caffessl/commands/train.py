@@ -27,6 +27,7 @@ def add_arguments(p):
     g.add_argument("--snapshot", help="a .solverstate[.h5] to resume from")
     p.add_argument("--gpu", help="GPU ids: 0, or 0,1 / all for one process per device (data-parallel, NCCL); "
                                  "default: the solver's solver_mode")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU whatever the solver's solver_mode says")
     p.add_argument("--procs", type=int, help="data-parallel on N CPU processes (gloo) started here; under "
                                              "torchrun the world comes from its environment instead")
     p.add_argument("--data", help="folder with the MNIST IDX files, converted to the nets' LMDBs if missing")
@@ -69,16 +70,20 @@ class SignalActions:
         return "none"
 
 
-def _set_mode(gpu, sp):
+def _set_mode(gpu, sp, args=None):
     from .. import mode
-    from ..proto import caffe_pb2
-    if gpu is None and sp.HasField("solver_mode") and sp.solver_mode == caffe_pb2.SolverParameter.GPU:
-        mode.set_device(sp.device_id)
-        mode.set_mode_gpu()
+    if gpu is None:     # Caffe: `solver_mode: GPU` runs on its device_id; a one-line error names the fix
+        from ._device import solver_gpus
+        ids = solver_gpus(None, bool(getattr(args, "cpu", False)), sp, getattr(args, "solver", "the solver"))
+        if ids:
+            mode.set_device(ids[0])
+            mode.set_mode_gpu()
+        else:
+            mode.set_mode_cpu()
         return
-    if gpu is None:
-        mode.set_mode_cpu()
-        return
+    if getattr(args, "cpu", False):
+        from ..errors import DeviceError
+        raise DeviceError(f"--cpu and --gpu={gpu} contradict each other; give one of them")
     from ..parallel.launch import gpu_ids
     ids = gpu_ids(gpu)          # checked: CUDA present, ids exist; several ids are launched as ranks
     mode.set_device(ids[0])
@@ -188,7 +193,7 @@ def _run(args, in_world):
             from ..parallel.allreduce import collective
             collective("waiting for the other ranks to start", dist.barrier)
         else:
-            _set_mode(args.gpu, sp)
+            _set_mode(args.gpu, sp, args)
             prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
         solver = get_solver(sp, source, allow_python=args.allow_python)
         if args.snapshot:

@@ -344,6 +344,8 @@ class Solver:
             log.info("MultiStep Status: Iteration %d, step = %d", self.iter, self.current_step)
         if display:
             log.info("Iteration %d, lr = %s", self.iter, fmt_num(rate))
+            from .sparsity_log import columns_line
+            log.info("%s", columns_line(self.regularizer.params))
             for line in self.regularizer.sparsity_lines():
                 log.info("%s", line)
         return rate
