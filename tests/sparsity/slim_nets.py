@@ -4,10 +4,24 @@ random weights (BatchNorm statistics positive) and the checks every slimming tes
 import math
 
 import numpy as np
+import pytest
+import torch
 
 import caffessl as caffe
 from caffessl.io.prototxt import read_net_prototxt, to_text
 from caffessl.sparsity.slim import param_count, write
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These nets are tiny: one thread is fastest (and far faster on a busy machine). Import it into a
+    test module to use it there."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 DROP = ("Data", "ImageData", "Accuracy", "SoftmaxWithLoss")
 

@@ -8,20 +8,10 @@ import pytest
 
 from caffessl.sparsity.slim import slim
 from tests.golden import REPO, need_shared
-from tests.sparsity.slim_nets import (bn, bottleneck_net, build, deploy, densenet_net, inception_net, sc, table,
-                                      verify)
+from tests.sparsity.slim_nets import (bn, bottleneck_net, build, deploy, densenet_net, inception_net,  # noqa: F401
+                                      one_thread, sc, table, verify)
 
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one thread is fastest (and far faster on a busy machine)."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _reports(result):
