@@ -243,8 +243,8 @@ class ChannelGraph:
                 n = self._channels(t)
                 self._new(t, n)
                 self.vals[t] = np.full(n, np.nan)
-                if r == "input":
-                    self._block(t, f"net input '{t[0]}' ({layer.type} layer '{layer.name}')")
+                self._block(t, f"net input '{t[0]}' ({layer.type} layer '{layer.name}')" if r == "input"
+                            else f"{layer.type} layer '{layer.name}'")      # its output keeps its shape
             return
         out_vals = getattr(self, "_" + r)(i, layer, ins, outs, vals)
         for t, v in zip(outs, out_vals):

@@ -137,3 +137,18 @@ def test_cli_failed_check_writes_nothing(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert "nothing written" in err and "\n" not in err
     assert not (tmp_path / "s.prototxt").exists() and not (tmp_path / "s.caffemodel").exists()
+
+
+def test_the_output_of_a_blocking_layer_keeps_its_channels(tmp_path):
+    """An LRN across channels neither lets its input shrink nor its output: a column of the convolution
+    after it that is all zero stays (the LRN still produces that channel)."""
+    text = HEAD + """layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "norm" type: "LRN" bottom: "conv1" top: "norm" lrn_param { local_size: 3 } }
+layer { name: "conv2" type: "Convolution" bottom: "norm" top: "conv2" convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv2" top: "ip" inner_product_param { num_output: 2 } }
+"""
+    net = build(tmp_path, text)
+    net.params["conv2"][0].data[:, 1] = 0
+    result = slim(net)
+    assert result.removed == 0 and result.arrays["conv2"][0].shape == (3, 4, 1, 1)
+    assert _reports(result)["conv1"].kept_why == {"LRN layer 'norm'": 4}
