@@ -163,8 +163,8 @@ def reader_sums(layer, n: int):
     is seen as its block-diagonal full matrix."""
     w = layer.params[0].detach().cpu().numpy()
     if layer.type == "InnerProduct":
-        cols = w.T.reshape(n, -1, w.shape[0]).transpose(2, 0, 1) if layer.param.inner_product_param.transpose \
-            else w.reshape(w.shape[0], n, -1)
+        w = w.T if layer.param.inner_product_param.transpose else w        # (outputs, features)
+        cols = w.reshape(w.shape[0], n, -1)
         return (cols != 0).any(axis=(0, 2)), cols.sum(axis=2, dtype=np.float64)
     g, o, cpg = layer.group, w.shape[0], w.shape[1]
     blocks = w.reshape(g, o // g, cpg, -1)
@@ -399,7 +399,8 @@ def plan(cg: ChannelGraph) -> Plan:
         layer = cg.net.layers[r.layer]
         for why in sorted(set(r.why[~r.foldable])):
             bad = s[r.why == why]
-            for g in np.unique(lab[bad]):
+            groups = np.unique(lab[bad])
+            for g in groups[ok[groups]]:
                 extra = f"; live filter in '{live[g]}'" if why == "not constant" and g in live else ""
                 keep(np.array([g]), f"read by {layer.type} '{layer.name}' ({why}{extra})")
     _balance(cg, ok, keep)

@@ -152,3 +152,18 @@ layer { name: "ip" type: "InnerProduct" bottom: "conv2" top: "ip" inner_product_
     result = slim(net)
     assert result.removed == 0 and result.arrays["conv2"][0].shape == (3, 4, 1, 1)
     assert _reports(result)["conv1"].kept_why == {"LRN layer 'norm'": 4}
+
+
+def test_transposed_inner_product_reader_and_producer(tmp_path):
+    text = HEAD + """layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1" inner_product_param { num_output: 5 transpose: true } }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 2 transpose: true } }
+"""
+    net = build(tmp_path, text)
+    assert net.params["ip1"][0].data.shape == (4 * 36, 5)
+    net.params["conv1"][0].data[2] = 0                        # a constant into ip1's bias
+    net.params["ip1"][0].data[:, 3] = 0                       # ip1's output 3: a constant into ip2's bias
+    result = slim(net)
+    assert (_reports(result)["conv1"].folded, _reports(result)["ip1"].folded) == (1, 1)
+    verify(net, result, tmp_path, table(net, {"conv1": [(3, 3, 1, 1), (3,)], "ip1": [(3 * 36, 4), (4,)],
+                                              "ip2": [(4, 2), (2,)]}))
