@@ -65,13 +65,17 @@ def vgg_deploy(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(n: int, rate: float, seed: int = 0):
+def _net_of(text: str, seed: int):
+    """A TEST net of the prototxt ``text`` (fillers seeded) and a torch Generator for its sparsity."""
     path = os.path.join(tempfile.mkdtemp(), "deploy.prototxt")
     with open(path, "w") as f:
-        f.write(vgg_deploy(n))
+        f.write(text)
     torch.manual_seed(seed)
-    net = caffe.Net(path, caffe.TEST)
-    gen = torch.Generator().manual_seed(seed)
+    return caffe.Net(path, caffe.TEST), torch.Generator().manual_seed(seed)
+
+
+def build(n: int, rate: float, seed: int = 0):
+    net, gen = _net_of(vgg_deploy(n), seed)
     convs = [l for l in net.layers if l.type == "Convolution"]
     with torch.no_grad():
         for l in convs[:-1]:
@@ -80,10 +84,7 @@ def build(n: int, rate: float, seed: int = 0):
             zero = torch.randperm(o, generator=gen)[:round(rate * o)]
             w[zero] = 0
             b[zero] = 0
-    for l in net.layers:
-        for p in l.params:
-            p.requires_grad_(False)
-    return net
+    return _frozen(net)
 
 
 def conv_flops(net) -> float:
@@ -111,12 +112,7 @@ def caffenet(n: int, rate: float = 0.0, seed: int = 1):
     """bench/conv_modes.py's AlexNet/CaffeNet deploy net (227x227, groups in conv2/4/5, LRN after conv1/2)
     with its SSL-like per-group row/column sparsity of the conv layers (Wen et al. 2016, Table 4); biases 0."""
     from conv_modes import ALEXNET, ALEXNET_DEPLOY, sparse_weight
-    path = os.path.join(tempfile.mkdtemp(), "deploy.prototxt")
-    with open(path, "w") as f:
-        f.write(ALEXNET_DEPLOY % n)
-    torch.manual_seed(seed)
-    net = caffe.Net(path, caffe.TEST)
-    gen = torch.Generator().manual_seed(seed)
+    net, gen = _net_of(ALEXNET_DEPLOY % n, seed)
     with torch.no_grad():
         for name in ALEXNET:
             net.layer_dict[name].params[0].copy_(sparse_weight(name, "ssl", gen))
@@ -134,12 +130,7 @@ def resnet(n: int, rate: float, seed: int = 0):
     del p.layer[:]
     p.layer.add(name="data", type="Input", top=["data"]).input_param.shape.add(dim=[n, 3, 32, 32])
     p.layer.extend(layers)
-    path = os.path.join(tempfile.mkdtemp(), "resnet20.prototxt")
-    with open(path, "w") as f:
-        f.write(to_text(p))
-    torch.manual_seed(seed)
-    net = caffe.Net(path, caffe.TEST)
-    gen = torch.Generator().manual_seed(seed)
+    net, gen = _net_of(to_text(p), seed)
     with torch.no_grad():
         for l in net.layers:
             if l.type == "BatchNorm":

@@ -90,14 +90,20 @@ def reload(tmp_path, result):
     return caffe.Net(str(m), str(w), caffe.TEST)
 
 
+def outputs_of_both(a, b, seed):
+    """The outputs of nets ``a`` and ``b`` for the same random normal inputs (``a``'s input shapes)."""
+    rng = np.random.default_rng(seed)
+    feeds = {n: rng.standard_normal(a.blobs[n].shape).astype(np.float32) for n in a.inputs}
+    ra = {k: v.copy() for k, v in a.forward(**feeds).items()}
+    rb = b.forward(**feeds)
+    assert ra.keys() == rb.keys()
+    return ra, rb
+
+
 def same_outputs(a, b, seeds=(0, 1, 2), rtol=1e-4):
     """Every output of ``b`` equals ``a``'s within ``rtol`` of the output's scale, for random inputs."""
     for seed in seeds:
-        rng = np.random.default_rng(seed)
-        feeds = {n: rng.standard_normal(a.blobs[n].shape).astype(np.float32) for n in a.inputs}
-        ra = {k: v.copy() for k, v in a.forward(**feeds).items()}
-        rb = b.forward(**feeds)
-        assert ra.keys() == rb.keys()
+        ra, rb = outputs_of_both(a, b, seed)
         for k in ra:
             err = np.abs(rb[k].astype(np.float64) - ra[k]).max()
             assert err <= rtol * max(np.abs(ra[k]).max(), 1e-6), f"{k} seed {seed}: max |diff| {err:.3g}"

@@ -8,6 +8,7 @@ import caffessl as caffe
 from caffessl.cli import main as cli_main
 from caffessl.sparsity.slim import slim, write
 from tests.golden import need_shared
+from tests.sparsity.slim_nets import outputs_of_both
 
 GOLDEN_DEPLOY = """name: "tiny_lenet_deploy"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 2 dim: 12 dim: 12 } } }
@@ -44,11 +45,7 @@ def _reload(tmp_path, result):
 
 
 def _same_outputs(a, b, seed=0, atol=1e-5):
-    rng = np.random.default_rng(seed)
-    feeds = {n: rng.standard_normal(a.blobs[n].shape).astype(np.float32) for n in a.inputs}
-    ra = {k: v.copy() for k, v in a.forward(**feeds).items()}
-    rb = b.forward(**feeds)
-    assert ra.keys() == rb.keys()
+    ra, rb = outputs_of_both(a, b, seed)
     for k in ra:
         np.testing.assert_allclose(rb[k], ra[k], rtol=1e-5, atol=atol, err_msg=k)
 

@@ -167,3 +167,23 @@ layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_
     assert (_reports(result)["conv1"].folded, _reports(result)["ip1"].folded) == (1, 1)
     verify(net, result, tmp_path, table(net, {"conv1": [(3, 3, 1, 1), (3,)], "ip1": [(3 * 36, 4), (4,)],
                                               "ip2": [(4, 2), (2,)]}))
+
+
+DEPTHWISE = HEAD + """layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "dw" type: "Convolution" bottom: "conv1" top: "dw" convolution_param { num_output: 8 group: 4 kernel_size: 3 pad: 1 } }
+layer { name: "relu" type: "ReLU" bottom: "dw" top: "dw" }
+layer { name: "conv2" type: "Convolution" bottom: "dw" top: "conv2" convolution_param { num_output: 3 kernel_size: 1 } }
+"""
+
+
+def test_depthwise_with_a_channel_multiplier(tmp_path):
+    """Input channel c of a depthwise convolution with 2 outputs per channel goes with both outputs."""
+    net = build(tmp_path, DEPTHWISE)
+    net.params["conv2"][0].data[:, [2, 3, 4]] = 0     # channel 1's two outputs unused; channel 2's output 4 only
+    result = slim(net)
+    rep = _reports(result)
+    assert (rep["conv1"].after, rep["dw"].after, rep["dw"].unused) == (3, 6, 2)
+    assert rep["dw"].kept_why["read by Convolution 'conv2' (not constant; live filter in 'conv1')"] == 6
+    small = verify(net, result, tmp_path, table(net, {"conv1": [(3, 3, 1, 1), (3,)], "dw": [(6, 1, 3, 3), (6,)],
+                                                      "conv2": [(3, 6, 1, 1), (3,)]}))
+    assert small.layer_dict["dw"].group == 3
