@@ -7,7 +7,12 @@ The Python API (what ``caffessl slim`` runs)::
     result.producers                   # [ProducerReport]: per Convolution/InnerProduct, before/after and why
     result.to_dict()                   # the same as JSON-ready data (``caffessl slim --json``)
     diffs = check(net, result)         # both nets on one batch: max |difference| per output blob
-    write(result, "slim.prototxt", "slim.caffemodel")
+    write(result, "slim.prototxt", "slim.caffemodel")                # unchecked; or, as the command does:
+    write_checked(net, result, "slim.prototxt", "slim.caffemodel")   # check, then write; SlimCheckError
+                                                                     # (nothing written) past 1e-4 relative
+
+    from caffessl.sparsity.channels import ChannelGraph, plan        # the decision alone, nothing cut:
+    p = plan(ChannelGraph(net))        # p.remove (per slot), p.why(slot), p.graph.slots(blob version)
 
 Which channels go is decided over the whole graph (``caffessl.sparsity.channels``): channels tied by
 residual Eltwise adds, Split, Concat, Slice, depthwise and grouped convolutions form groups that go or stay
@@ -29,9 +34,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..errors import CaffeSSLError
 from .channels import ChannelGraph, plan, weight_rows
 from .matrix import check_block
 from .rewrite import rewrite
+
+
+# largest |slimmed - original| output difference accepted by the check, relative to the outputs' scale
+CHECK_RTOL = 1e-4
+
+
+class SlimCheckError(CaffeSSLError):
+    """The slimmed net's outputs differ from the original's: nothing was written."""
 
 
 @dataclass
@@ -167,3 +181,30 @@ def check(net, result: SlimResult, seed: int = 0) -> dict:
         got = small.forward(start=first, **feeds)
     return {k: float(np.abs(np.asarray(got[k], np.float64) - ref[k]).max()) if np.size(ref[k]) else 0.0
             for k in ref if k in got}
+
+
+def check_report(net, result: SlimResult, rtol: float = CHECK_RTOL, seed: int = 0) -> dict:
+    """:func:`check` with its verdict: {"max_abs_diff": {output: diff}, "scale", "rtol", "ok"}; ``ok`` when
+    every difference is within ``rtol`` times the largest |output| of the original (at least 1)."""
+    diffs = check(net, result, seed)
+    scale = max([float(np.abs(net.blobs[k].data).max()) for k in diffs] + [1.0])
+    return {"max_abs_diff": diffs, "scale": scale, "rtol": rtol,
+            "ok": max(diffs.values(), default=0.0) <= rtol * scale}
+
+
+def refuse(report: dict, phase: str = "TEST"):
+    """Raise :class:`SlimCheckError` for a failed :func:`check_report`."""
+    if not report["ok"]:
+        worst = max(report["max_abs_diff"].values())
+        raise SlimCheckError(f"slim: the slimmed net's outputs differ from the original's by {worst:.3g} "
+                             f"(scale {report['scale']:.3g}, {phase} phase); nothing written")
+
+
+def write_checked(net, result: SlimResult, model_out, weights_out, rtol: float = CHECK_RTOL) -> dict:
+    """Check the slimmed net against ``net`` (its phase), then write it; raises :class:`SlimCheckError`
+    and writes nothing when the check fails. Returns the check report."""
+    from ..net import TEST
+    report = check_report(net, result, rtol)
+    refuse(report, "TEST" if net.phase == TEST else "TRAIN")
+    write(result, model_out, weights_out)
+    return report

@@ -187,3 +187,16 @@ def test_depthwise_with_a_channel_multiplier(tmp_path):
     small = verify(net, result, tmp_path, table(net, {"conv1": [(3, 3, 1, 1), (3,)], "dw": [(6, 1, 3, 3), (6,)],
                                                       "conv2": [(3, 6, 1, 1), (3,)]}))
     assert small.layer_dict["dw"].group == 3
+
+
+def test_write_checked_refuses_a_wrong_result(tmp_path):
+    from caffessl.sparsity.slim import SlimCheckError, write_checked
+    net = build(tmp_path, SLICE)
+    net.params["conv_a"][0].data[:, 1] = 0
+    result = slim(net)
+    report = write_checked(net, result, tmp_path / "a.prototxt", tmp_path / "a.caffemodel")
+    assert report["ok"] and (tmp_path / "a.caffemodel").exists()
+    result.arrays["conv_b"][1] += 1.0
+    with pytest.raises(SlimCheckError, match="nothing written"):
+        write_checked(net, result, tmp_path / "b.prototxt", tmp_path / "b.caffemodel")
+    assert not (tmp_path / "b.prototxt").exists() and not (tmp_path / "b.caffemodel").exists()
