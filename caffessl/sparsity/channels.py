@@ -237,14 +237,16 @@ class ChannelGraph:
         self.roles.append(r)
         vals = [torch.as_tensor(self.vals[k]) for k in ins]
         if r in ("block", "input"):
+            why = f"{layer.type} layer '{layer.name}'"
             for k in ins:
-                self._block(k, f"{layer.type} layer '{layer.name}'")
+                self._block(k, why)
+            if layer.type in ("Convolution", "InnerProduct"):
+                why += " (shared weights, several bottoms, a flattened input or axis != 1: not reshaped)"
             for t in outs:
                 n = self._channels(t)
                 self._new(t, n)
                 self.vals[t] = np.full(n, np.nan)
-                self._block(t, f"net input '{t[0]}' ({layer.type} layer '{layer.name}')" if r == "input"
-                            else f"{layer.type} layer '{layer.name}'")      # its output keeps its shape
+                self._block(t, f"net input '{t[0]}' ({why})" if r == "input" else why)   # keeps its shape
             return
         out_vals = getattr(self, "_" + r)(i, layer, ins, outs, vals)
         for t, v in zip(outs, out_vals):

@@ -112,7 +112,8 @@ def _slim_channels(net) -> SlimResult:
     cg = ChannelGraph(net)
     p = plan(cg)
     param, arrays = rewrite(cg, p.remove)
-    reports = [_report(cg, p, i) for i, r in enumerate(cg.roles) if r in ("conv", "ip", "channelwise")]
+    reports = [_report(cg, p, i) for i, (r, l) in enumerate(zip(cg.roles, net.layers))
+               if r in ("conv", "ip", "channelwise") or (l.type in ("Convolution", "InnerProduct") and l.params)]
     return SlimResult(param, arrays, reports, _ssl_warnings(net, arrays))
 
 

@@ -200,3 +200,17 @@ def test_write_checked_refuses_a_wrong_result(tmp_path):
     with pytest.raises(SlimCheckError, match="nothing written"):
         write_checked(net, result, tmp_path / "b.prototxt", tmp_path / "b.caffemodel")
     assert not (tmp_path / "b.prototxt").exists() and not (tmp_path / "b.caffemodel").exists()
+
+
+def test_shared_weights_keep_the_layer_and_say_so(tmp_path):
+    text = HEAD + """layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" param { name: "w" } param { name: "b" } convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "conv2" type: "Convolution" bottom: "data" top: "conv2" param { name: "w" } param { name: "b" } convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv2" top: "sum" }
+layer { name: "ip" type: "InnerProduct" bottom: "sum" top: "ip" inner_product_param { num_output: 2 } }
+"""
+    net = build(tmp_path, text)
+    net.params["ip"][0].data.reshape(2, 4, 36)[:, 1] = 0
+    result = slim(net)
+    rep = _reports(result)
+    assert result.removed == 0 and rep["conv1"].after == 4
+    assert rep["conv1"].blocked_by.startswith("Convolution layer 'conv1' (shared weights")
