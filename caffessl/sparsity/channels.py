@@ -90,7 +90,8 @@ def conv_form(layer) -> str | None:
 
 def role(layer, block: int = 1) -> str:
     """How ``layer`` treats the channels of its bottoms: 'conv' / 'ip' (producer and reader), 'channelwise'
-    (depthwise convolution), 'pass' (per channel), 'eltwise', 'concat', 'slice', 'flatten', or 'block'.
+    (depthwise convolution), 'pass' (per channel), 'eltwise', 'concat', 'slice', 'flatten', 'silence' or
+    'block'.
     ``block`` > 1: the bottom is a flattened blob (several features per channel)."""
     t, lp = layer.type, layer.param
     if t == "InnerProduct":
@@ -100,6 +101,8 @@ def role(layer, block: int = 1) -> str:
         return {"full": "conv", "channelwise": "channelwise"}.get(form, "block") if block == 1 else "block"
     if t in PARAMLESS:
         return "pass"
+    if t == "Silence":                    # reads nothing that matters: any shape will do
+        return "silence"
     if t == "Eltwise":
         return "eltwise"
     if t == "Flatten":
@@ -283,6 +286,9 @@ class ChannelGraph:
         if any(layer.pad):
             v = np.where(v == 0, v, np.nan)          # the border reads zeros
         return [np.where(zero, bias, v * sums + bias)]
+
+    def _silence(self, i, layer, ins, outs, vals):
+        return []
 
     def _pass(self, i, layer, ins, outs, vals):
         k = ins[0]

@@ -214,3 +214,10 @@ layer { name: "ip" type: "InnerProduct" bottom: "sum" top: "ip" inner_product_pa
     rep = _reports(result)
     assert result.removed == 0 and rep["conv1"].after == 4
     assert rep["conv1"].blocked_by.startswith("Convolution layer 'conv1' (shared weights")
+
+
+def test_a_silenced_blob_does_not_keep_channels(tmp_path):
+    text = SLICE.replace('layer { name: "ip"', 'layer { name: "quiet" type: "Silence" bottom: "conv1" }\nlayer { name: "ip"')
+    net = build(tmp_path, text)
+    net.params["conv_a"][0].data[:, 1] = 0
+    assert _reports(slim(net))["conv1"].after == 7
