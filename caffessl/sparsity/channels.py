@@ -17,7 +17,7 @@ Producers (Convolution, InnerProduct) start new slots (one per filter); *readers
 Convolution with channels per group > 1, an InnerProduct with axis 1) and are where a removed channel
 disappears: a group goes when every reader of every slot in it either has all-zero weights on it (*unused*)
 or can take its value exactly into its bias -- the value is a known constant ``v`` per slot (a zero filter's
-bias pushed through the per-channel layers, Eltwise and Concat) and the reader has no padding that would
+bias, or a Scale's bias where its scale is 0, pushed through the per-channel layers, Eltwise and Concat) and the reader has no padding that would
 mix ``v`` with zeros at the border (unless ``v`` is 0) and a bias term (unless its weights on the slot sum
 to 0). Any other reader (Softmax, a loss, LRN across channels, Reshape, a layer this module does not know,
 a net output, a layer of the other phase, a shared or multi-input convolution...) keeps every group it
@@ -144,8 +144,12 @@ def through(layer, v: torch.Tensor, ndim: int) -> torch.Tensor:
             return nan                    # batch statistics (and running a forward would update them)
     shape = (1, v.numel()) + (1,) * (ndim - 2)
     with torch.no_grad():
-        out = layer.forward([v.reshape(shape).to(layer.dtype)])[0].reshape(-1).to(v.dtype)
-    return torch.where(torch.isnan(v), nan, out)     # a non-constant stays one (Threshold(NaN) is 0)
+        x = torch.nan_to_num(v, nan=0.0).reshape(shape).to(layer.dtype)
+        out = layer.forward([x])[0].reshape(-1).to(v.dtype)
+    varying = torch.isnan(v)                         # a non-constant stays one...
+    if t == "Scale":                                 # ...unless its scale is 0 (Network Slimming's gamma):
+        varying &= layer.params[0].detach().reshape(-1).to(v.device) != 0       # then it is the bias
+    return torch.where(varying, nan, out)
 
 
 def weight_rows(layer) -> np.ndarray:

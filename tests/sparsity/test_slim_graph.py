@@ -221,3 +221,25 @@ def test_a_silenced_blob_does_not_keep_channels(tmp_path):
     net = build(tmp_path, text)
     net.params["conv_a"][0].data[:, 1] = 0
     assert _reports(slim(net))["conv1"].after == 7
+
+
+GAMMA = HEAD + """layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }
+"""
+
+
+def test_a_zero_scale_makes_the_channel_its_bias(tmp_path):
+    """Network Slimming's pruned channel: Scale gamma 0 outputs beta whatever the (live) filter computes;
+    ReLU(-0.3) = 0 folds even into the padded conv2, ReLU(0.5) does not."""
+    net = build(tmp_path, GAMMA)
+    net.params["scale1"][0].data[[1, 2]] = 0
+    net.params["scale1"][1].data[[1, 2]] = [-0.3, 0.5]
+    result = slim(net)
+    rep = _reports(result)["conv1"]
+    assert (rep.after, rep.folded, rep.kept_zero) == (3, 1, 0)
+    assert any("padded" in w for w in rep.kept_why)
+    verify(net, result, tmp_path, table(net, {"conv1": [(3, 3, 3, 3), (3,)], "bn1": [(3,), (3,), (1,)],
+                                              "scale1": [(3,), (3,)], "conv2": [(3, 3, 3, 3), (3,)]}))
