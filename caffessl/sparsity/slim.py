@@ -122,7 +122,8 @@ def _report(cg, p, i) -> ProducerReport:
     s = cg.slots(cg.outs[i][0])
     gone, used = p.remove[s], p.used[s]
     zero = ~(weight_rows(layer) != 0).any(axis=1)
-    why = Counter(p.why(x) for x in s[~gone])
+    own = f"; live filter in '{layer.name}'"                 # said of its own filters: no news
+    why = Counter(p.why(x).replace(own, "") for x in s[~gone])
     blockers = [w for w in why if not w.startswith(("read by", "equal channel", "the last channel"))]
     return ProducerReport(layer.name, layer.type, int(s.size), int((~gone).sum()), int((gone & ~used).sum()),
                           int((gone & used).sum()), int((zero & ~gone).sum()), dict(why.most_common()),

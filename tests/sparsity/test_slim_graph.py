@@ -106,8 +106,8 @@ def test_cli_json_report(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     rep = {p["layer"]: p for p in data["producers"]}
     assert data["channels_removed"] == 1 and rep["conv1"]["after"] == 7 and rep["conv1"]["unused"] == 1
-    assert rep["conv1"]["kept_why"] == {"read by Convolution 'conv_a' (not constant; live filter in 'conv1')": 2,
-                                        "read by Convolution 'conv_b' (not constant; live filter in 'conv1')": 5}
+    assert rep["conv1"]["kept_why"] == {"read by Convolution 'conv_a' (not constant)": 2,
+                                        "read by Convolution 'conv_b' (not constant)": 5}
     assert data["params_before"] - data["params_after"] == 3 + 1 + 4 * 9   # conv1's row + bias, conv_a's column
     assert max(data["check"]["max_abs_diff"].values()) < 1e-4 and (tmp_path / "s.caffemodel").exists()
 
