@@ -36,7 +36,7 @@ import torch
 
 from ..errors import CaffeSSLError
 from .channels import ChannelGraph, plan, weight_rows
-from .matrix import check_block
+from ..weights_matrix import check_block
 from .rewrite import rewrite
 
 
