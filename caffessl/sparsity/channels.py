@@ -247,7 +247,7 @@ class ChannelGraph:
             why = f"{layer.type} layer '{layer.name}'"
             for k in ins:
                 self._block(k, why)
-            if layer.type in ("Convolution", "InnerProduct"):
+            if getattr(layer, "sparse_modes", False):
                 why += " (shared weights, several bottoms, a flattened input or axis != 1: not reshaped)"
             for t in outs:
                 n = self._channels(t)

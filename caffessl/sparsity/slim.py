@@ -113,7 +113,7 @@ def _slim_channels(net) -> SlimResult:
     p = plan(cg)
     param, arrays = rewrite(cg, p.remove)
     reports = [_report(cg, p, i) for i, (r, l) in enumerate(zip(cg.roles, net.layers))
-               if r in ("conv", "ip", "channelwise") or (l.type in ("Convolution", "InnerProduct") and l.params)]
+               if r in ("conv", "ip", "channelwise") or (getattr(l, "sparse_modes", False) and l.params)]
     return SlimResult(param, arrays, reports, _ssl_warnings(net, arrays))
 
 
