@@ -224,3 +224,34 @@ def test_squeezenet_fire_concat(tmp_path):
     verify(net, result, tmp_path, table(net, {
         "fire2/squeeze1x1": [(3, 16, 1, 1), (3,)], "fire2/expand1x1": [(16, 3, 1, 1), (16,)],
         "fire2/expand3x3": [(15, 3, 3, 3), (15,)], "fire3/squeeze1x1": [(4, 31, 1, 1), (4,)]}))
+
+
+def _plant_random(net, rng, rate=0.3):
+    """Zero a fraction of every producer's filters (biases of either sign, Scale betas too) and of every
+    reader's input channels, at random."""
+    for name, blobs in net.params.items():
+        t = net.layer_type(name)
+        w = blobs[0].data
+        if t == "Scale":
+            blobs[1].data[...] = rng.standard_normal(w.shape)
+        elif t in ("Convolution", "InnerProduct") and w.ndim >= 2:
+            rows = rng.random(w.shape[0]) < rate
+            w[rows] = 0
+            if len(blobs) > 1:
+                blobs[1].data[rows] = rng.standard_normal(int(rows.sum()))
+            if w.shape[1] > 1 and w.ndim == 4:
+                w[:, rng.random(w.shape[1]) < rate] = 0
+
+
+@pytest.mark.parametrize("make", [bottleneck_net, inception_net, densenet_net])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_zeros_stay_exact(tmp_path, make, seed):
+    """Whatever zeros are planted, the slim net computes the same outputs and exports exactly."""
+    from tests.sparsity.slim_nets import reload, same_in_onnxruntime, same_outputs
+    net = build(tmp_path, make(), seed=seed)
+    _plant_random(net, np.random.default_rng(seed))
+    result = slim(net)
+    assert result.removed > 0
+    small = reload(tmp_path, result)
+    same_outputs(net, small)
+    same_in_onnxruntime(small, tmp_path)
