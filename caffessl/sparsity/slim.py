@@ -190,16 +190,22 @@ def check_report(net, result: SlimResult, rtol: float = CHECK_RTOL, seed: int = 
     every difference is within ``rtol`` times the largest |output| of the original (at least 1)."""
     diffs = check(net, result, seed)
     scale = max([float(np.abs(net.blobs[k].data).max()) for k in diffs] + [1.0])
+    from ..net import TRAIN
+    drop = [l.name for l in net.layers if l.type == "Dropout" and net.phase == TRAIN]
     return {"max_abs_diff": diffs, "scale": scale, "rtol": rtol,
-            "ok": max(diffs.values(), default=0.0) <= rtol * scale}
+            "ok": max(diffs.values(), default=0.0) <= rtol * scale,
+            "random": f"Dropout layer '{drop[0]}'" if drop else None}
 
 
 def refuse(report: dict, phase: str = "TEST"):
     """Raise :class:`SlimCheckError` for a failed :func:`check_report`."""
     if not report["ok"]:
         worst = max(report["max_abs_diff"].values())
+        hint = "" if not report.get("random") else (
+            f"; {report['random']} draws random masks in the TRAIN phase, so the two nets cannot agree there: "
+            f"check with --phase TEST or skip it with --no-check")
         raise SlimCheckError(f"slim: the slimmed net's outputs differ from the original's by {worst:.3g} "
-                             f"(scale {report['scale']:.3g}, {phase} phase); nothing written")
+                             f"(scale {report['scale']:.3g}, {phase} phase); nothing written{hint}")
 
 
 def write_checked(net, result: SlimResult, model_out, weights_out, rtol: float = CHECK_RTOL) -> dict:

@@ -8,7 +8,7 @@ import pytest
 import caffessl.sparsity.slim as slim_mod
 from caffessl.cli import main as cli_main
 from caffessl.sparsity.slim import slim
-from tests.sparsity.slim_nets import build, one_thread, table, verify  # noqa: F401
+from tests.sparsity.slim_nets import build, one_thread, randomize, table, verify  # noqa: F401
 
 HEAD = 'name: "g"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } } }\n'
 
@@ -243,3 +243,40 @@ def test_a_zero_scale_makes_the_channel_its_bias(tmp_path):
     assert any("padded" in w for w in rep.kept_why)
     verify(net, result, tmp_path, table(net, {"conv1": [(3, 3, 3, 3), (3,)], "bn1": [(3,), (3,), (1,)],
                                               "scale1": [(3,), (3,)], "conv2": [(3, 3, 3, 3), (3,)]}))
+
+
+TRAIN_NET = """name: "t"
+layer { name: "data" type: "DummyData" top: "data" top: "label" dummy_data_param {
+  shape { dim: 4 dim: 3 dim: 6 dim: 6 } shape { dim: 4 } data_filler { type: "gaussian" } data_filler { type: "constant" value: 1 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "ip" inner_product_param { num_output: 3 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_cli_train_phase_with_batch_statistics(tmp_path, capsys):
+    """TRAIN: BatchNorm uses the batch's statistics, so a zero filter is no known constant there (it stays),
+    but a channel no reader uses goes; the check runs on the data layer's batch."""
+    import caffessl as caffe
+    model = tmp_path / "train.prototxt"
+    model.write_text(TRAIN_NET)
+    net = caffe.Net(str(model), caffe.TRAIN)
+    randomize(net, 0)
+    net.params["conv1"][0].data[1] = 0                       # constant only at TEST
+    net.params["ip"][0].data.reshape(3, 4, 36)[:, 2] = 0     # unused in both phases
+    net.save(str(tmp_path / "w.caffemodel"))
+    assert _cli(model, tmp_path / "w.caffemodel", tmp_path, "--phase", "TRAIN", "--json") == 0
+    rep = {p["layer"]: p for p in json.loads(capsys.readouterr().out)["producers"]}
+    assert (rep["conv1"]["after"], rep["conv1"]["unused"], rep["conv1"]["kept_zero"]) == (3, 1, 1)
+    small = caffe.Net(str(tmp_path / "s.prototxt"), str(tmp_path / "s.caffemodel"), caffe.TRAIN)
+    assert small.params["bn1"][0].data.shape == (3,) and small.params["ip"][0].data.shape == (3, 3 * 36)
+    # with a Dropout the TRAIN outputs are random: the check cannot pass, and says why
+    model.write_text(TRAIN_NET.replace('layer { name: "ip"', 'layer { name: "drop1" type: "Dropout" '
+                                       'bottom: "conv1" top: "conv1" }\nlayer { name: "ip"'))
+    (tmp_path / "s.prototxt").unlink()
+    assert _cli(model, tmp_path / "w.caffemodel", tmp_path, "--phase", "TRAIN") == 1
+    err = capsys.readouterr().err
+    assert "Dropout layer 'drop1' draws random masks" in err and "--no-check" in err
+    assert not (tmp_path / "s.prototxt").exists()
