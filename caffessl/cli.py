@@ -25,6 +25,8 @@ COMMANDS = {
     "slim": ("slim", "remove zero filters and unused channels for good: a smaller prototxt + caffemodel"),
     "parse-log": ("parse_log", "training log -> .train/.test CSV tables (like Caffe's parse_log.py)"),
     "plot-log": ("plot_log", "plot loss/accuracy curves of a training log"),
+    "sweep": ("sweep", "train a grid of solver settings from a YAML study file; table + plots of sparsity"),
+    "features": ("features", "implicit sparsity: dead features (activation, BN gamma) and selectivity per layer"),
 }
 
 

@@ -76,3 +76,11 @@ class PlotError(CaffeSSLError):
 
 class PlotUnavailableError(PlotError, ImportError):
     """Plots were asked for but matplotlib cannot be imported."""
+
+
+class DistributedError(CaffeSSLError):
+    """Data-parallel training that cannot go on: a rank died or disagrees (solver, weights), a bad world."""
+
+
+class DeviceError(CaffeSSLError):
+    """A GPU was asked for that this machine does not have (no CUDA, an id out of range, a repeated id)."""
