@@ -1,18 +1,24 @@
 """Forward speed of a slimmed net (``caffessl slim``) vs the sparse original, dense and with ``--conv-mode auto``.
 
-Net: a VGG-16-shaped CIFAR deploy net (13 3x3 convs with pad 1, ReLU, 5 max pools, one InnerProduct) whose
+Nets (``--nets``): ``vgg`` -- a VGG-16-shaped CIFAR deploy net (13 3x3 convs with pad 1, ReLU, 5 max pools, one InnerProduct) whose
 conv layers carry SSL-like *filter-wise* sparsity: a fraction ``r`` of each conv's filters is all-zero, chosen
 at random (the last conv keeps all of its filters so that fc's input is intact). The zero filters get a zero
 bias (ReLU output 0: slim folds them exactly even in front of a padded conv; a positive bias there keeps the
 filter, which this bench does not exercise). The net is slimmed by ``caffessl.sparsity.slim.slim`` and the
-result checked against the original on the same batch before timing.
+result checked against the original on the same batch before timing. ``caffenet`` -- bench/conv_modes.py's
+AlexNet/CaffeNet deploy net (227x227; conv2/4/5 grouped, LRN across channels after conv1/conv2, which keeps
+those two whole) with the SSL-like per-group row/column sparsity used there (SSL's AlexNet, Wen et al. 2016,
+Table 4), conv biases 0. ``resnet`` -- ResNet-20 (models/resnet20_cifar10, 32x32) with random weights, the
+second block of each stage all-zero (depth SSL: a Bias layer after slimming) and a fraction ``r`` of the other
+blocks' inner channels unused by their second convolution.
 
 Columns (median ms of interleaved reps, each the last of a burst of 3 forwards; ratios in the same run):
 ``dense`` = the sparse original through F.conv2d (LOWERED_GEMM), ``auto`` = the original with per-layer
 ``auto`` conv modes (CCNMM on the zero rows/columns), ``slim`` = the slimmed net, dense; ``ideal`` = conv
 FLOPs of the original / of the slimmed net.
 
-    python bench/slim_speed.py [--rates 0.5 0.75] [--batches 1 32] [--reps 7] [--threads 2]
+    python bench/slim_speed.py [--nets vgg caffenet resnet] [--rates 0.5 0.75] [--batches 1 32] [--reps 7]
+                               [--threads 2]
 """
 from __future__ import annotations
 
@@ -59,13 +65,17 @@ def vgg_deploy(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(n: int, rate: float, seed: int = 0):
+def _net_of(text: str, seed: int):
+    """A TEST net of the prototxt ``text`` (fillers seeded) and a torch Generator for its sparsity."""
     path = os.path.join(tempfile.mkdtemp(), "deploy.prototxt")
     with open(path, "w") as f:
-        f.write(vgg_deploy(n))
+        f.write(text)
     torch.manual_seed(seed)
-    net = caffe.Net(path, caffe.TEST)
-    gen = torch.Generator().manual_seed(seed)
+    return caffe.Net(path, caffe.TEST), torch.Generator().manual_seed(seed)
+
+
+def build(n: int, rate: float, seed: int = 0):
+    net, gen = _net_of(vgg_deploy(n), seed)
     convs = [l for l in net.layers if l.type == "Convolution"]
     with torch.no_grad():
         for l in convs[:-1]:
@@ -74,10 +84,7 @@ def build(n: int, rate: float, seed: int = 0):
             zero = torch.randperm(o, generator=gen)[:round(rate * o)]
             w[zero] = 0
             b[zero] = 0
-    for l in net.layers:
-        for p in l.params:
-            p.requires_grad_(False)
-    return net
+    return _frozen(net)
 
 
 def conv_flops(net) -> float:
@@ -101,56 +108,113 @@ def slimmed_net(net, result):
     return small
 
 
+def caffenet(n: int, rate: float = 0.0, seed: int = 1):
+    """bench/conv_modes.py's AlexNet/CaffeNet deploy net (227x227, groups in conv2/4/5, LRN after conv1/2)
+    with its SSL-like per-group row/column sparsity of the conv layers (Wen et al. 2016, Table 4); biases 0."""
+    from conv_modes import ALEXNET, ALEXNET_DEPLOY, sparse_weight
+    net, gen = _net_of(ALEXNET_DEPLOY % n, seed)
+    with torch.no_grad():
+        for name in ALEXNET:
+            net.layer_dict[name].params[0].copy_(sparse_weight(name, "ssl", gen))
+    return _frozen(net)
+
+
+def resnet(n: int, rate: float, seed: int = 0):
+    """The shipped depth-SSL ResNet-20 (models/resnet20_cifar10) as a 32x32 deploy net with random weights,
+    the second block of every stage zeroed (depth SSL: each becomes a Bias layer) and ``rate`` of each
+    remaining block's inner channels unused by its second convolution (SSL's channel-wise columns)."""
+    from caffessl.io.prototxt import read_net_prototxt, to_text
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    p = read_net_prototxt(os.path.join(root, "models", "resnet20_cifar10", "resnet20_depth_ssl.prototxt"))
+    layers = [lp for lp in p.layer if lp.type not in ("Data", "Accuracy", "SoftmaxWithLoss")]
+    del p.layer[:]
+    p.layer.add(name="data", type="Input", top=["data"]).input_param.shape.add(dim=[n, 3, 32, 32])
+    p.layer.extend(layers)
+    net, gen = _net_of(to_text(p), seed)
+    with torch.no_grad():
+        for l in net.layers:
+            if l.type == "BatchNorm":
+                l.params[1].add_(1.0)
+                l.params[2].fill_(1.0)
+            elif l.type == "Scale":
+                l.params[0].fill_(1.0)
+        for stage in (2, 3, 4):
+            for name in (f"res{stage}b_branch2a", f"res{stage}b_branch2b"):
+                net.layer_dict[name].params[0].zero_()
+            for blk in "ac":
+                w = net.layer_dict[f"res{stage}{blk}_branch2b"].params[0]
+                w[:, torch.randperm(w.shape[1], generator=gen)[:round(rate * w.shape[1])]] = 0
+    return _frozen(net)
+
+
+def _frozen(net):
+    for l in net.layers:
+        for p in l.params:
+            p.requires_grad_(False)
+    return net
+
+
+def timed_row(label, net, n, reps):
+    """Slim ``net``, check it, time dense / auto / slim forwards (interleaved) and print one row."""
+    result = slim(net)
+    diff = max(check(net, result).values())
+    small = slimmed_net(net, result)
+    x = np.random.default_rng(1).standard_normal(net.blobs["data"].shape).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    small.blobs["data"].data[...] = x
+    state = {}
+    for mode in ("gemm", "auto"):
+        set_conv_mode(net, mode)
+        for l in net.layers:
+            if getattr(l, "engine", None) is not None:
+                l.engine.ensure_built(l.params[0])
+        state[mode] = [(l, l.conv_mode, l.engine) for l in net.layers if hasattr(l, "engine")]
+
+    def run(mode):
+        def f():
+            for l, cm, eng in state[mode]:
+                l.conv_mode, l.engine = cm, eng
+            net.forward()
+        return f
+    with torch.no_grad():
+        t = interleaved({"dense": run("gemm"), "auto": run("auto"), "slim": small.forward}, reps)
+    med = {k: v[0] for k, v in t.items()}
+    before = sum(p.numel() for l in net.layers for p in l.params)
+    after = sum(p.numel() for l in small.layers for p in l.params)
+    fb = sum(r.before for r in result.producers if r.type == "Convolution")
+    fa = sum(r.after for r in result.producers if r.type == "Convolution")
+    ideal = conv_flops(net) / conv_flops(small)
+    print(f"{label:>14} {n:>3} {fb:>6}->{fa:<6} {before:>8}->{after:<8} {diff:9.1e} {med['dense']:8.2f} "
+          f"{med['auto']:8.2f} {med['slim']:8.2f} {med['dense'] / med['auto']:7.2f} "
+          f"{med['dense'] / med['slim']:7.2f} {ideal:6.2f} {med['dense'] / med['slim'] / ideal:7.2f}", flush=True)
+
+
+NETS = {"vgg": build, "caffenet": caffenet, "resnet": resnet}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.75])
+    ap.add_argument("--nets", nargs="+", default=["vgg", "caffenet", "resnet"], choices=sorted(NETS))
+    ap.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.75],
+                   help="vgg: zero filters per conv; resnet: unused inner channels per block (caffenet: SSL's)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     keep_freed_memory()
-    print(f"torch {torch.__version__}, {a.threads} threads; VGG-16-shaped CIFAR net (32x32), zero filters in "
-          f"every conv but the last; median ms of {a.reps} interleaved reps; x = dense / column")
+    print(f"torch {torch.__version__}, {a.threads} threads; median ms of {a.reps} interleaved reps; "
+          f"x = dense / column. vgg: VGG-16-shaped CIFAR net, zero filters in every conv but the last; "
+          f"caffenet: AlexNet 227x227 with SSL's row/column sparsity; resnet: ResNet-20 32x32, 3 zero blocks")
     print("start:", load_avg(), flush=True)
     t0 = time.time()
-    print(f"{'rate':>5} {'N':>3} {'filters':>13} {'weights':>17} {'max|diff|':>9} {'dense':>8} {'auto':>8} "
+    print(f"{'net (rate)':>14} {'N':>3} {'filters':>13} {'weights':>17} {'max|diff|':>9} {'dense':>8} {'auto':>8} "
           f"{'slim':>8} {'x auto':>7} {'x slim':>7} {'ideal':>6} {'slim/id':>7}")
-    for rate in a.rates:
-        for n in a.batches:
-            net = build(n, rate)
-            result = slim(net)
-            diff = max(check(net, result).values())
-            small = slimmed_net(net, result)
-            x = np.random.default_rng(1).standard_normal((n, 3, 32, 32)).astype(np.float32)
-            net.blobs["data"].data[...] = x
-            small.blobs["data"].data[...] = x
-            state = {}
-            for mode in ("gemm", "auto"):
-                set_conv_mode(net, mode)
-                for l in net.layers:
-                    if getattr(l, "engine", None) is not None:
-                        l.engine.ensure_built(l.params[0])
-                state[mode] = [(l, l.conv_mode, l.engine) for l in net.layers if hasattr(l, "engine")]
-
-            def run(mode):
-                def f():
-                    for l, cm, eng in state[mode]:
-                        l.conv_mode, l.engine = cm, eng
-                    net.forward()
-                return f
-            with torch.no_grad():
-                t = interleaved({"dense": run("gemm"), "auto": run("auto"), "slim": small.forward}, a.reps)
-            med = {k: v[0] for k, v in t.items()}
-            before = sum(p.numel() for l in net.layers for p in l.params)
-            after = sum(p.numel() for l in small.layers for p in l.params)
-            fb = sum(r.before for r in result.producers if r.type == "Convolution")
-            fa = sum(r.after for r in result.producers if r.type == "Convolution")
-            ideal = conv_flops(net) / conv_flops(small)
-            print(f"{rate:5.2f} {n:>3} {fb:>6}->{fa:<6} {before:>8}->{after:<8} {diff:9.1e} {med['dense']:8.2f} "
-                  f"{med['auto']:8.2f} {med['slim']:8.2f} {med['dense'] / med['auto']:7.2f} "
-                  f"{med['dense'] / med['slim']:7.2f} {ideal:6.2f} {med['dense'] / med['slim'] / ideal:7.2f}",
-                  flush=True)
+    for name in a.nets:
+        for rate in (a.rates if name != "caffenet" else [0.0]):
+            for n in a.batches:
+                label = f"{name} ({rate:g})" if name != "caffenet" else "caffenet (ssl)"
+                timed_row(label, NETS[name](n, rate), n, a.reps)
     print(f"end: {load_avg()}; wall {time.time() - t0:.0f} s")
 
 

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from ..proto import caffe_pb2
-from .slim import _graph, _kind, _through
+from .channels import graph as _graph
+from .channels import role
+from .channels import through as _through
 
 _SUM = caffe_pb2.EltwiseParameter.SUM
 
@@ -48,7 +50,7 @@ def _branch(net, graph, e: int, j: int):
             if w is None or bool((w != 0).any()) or len(layer.param.bottom) != 1:
                 return None
             return chain[::-1]
-        if _kind(layer, 0) != "pass" or len(ins[i]) != 1 or layer.type == "Split":
+        if role(layer) not in ("pass", "flatten") or len(ins[i]) != 1 or layer.type == "Split":
             return None
         key = ins[i][0]
 

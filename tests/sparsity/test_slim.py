@@ -8,6 +8,7 @@ import caffessl as caffe
 from caffessl.cli import main as cli_main
 from caffessl.sparsity.slim import slim, write
 from tests.golden import need_shared
+from tests.sparsity.slim_nets import outputs_of_both
 
 GOLDEN_DEPLOY = """name: "tiny_lenet_deploy"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 2 dim: 12 dim: 12 } } }
@@ -44,11 +45,7 @@ def _reload(tmp_path, result):
 
 
 def _same_outputs(a, b, seed=0, atol=1e-5):
-    rng = np.random.default_rng(seed)
-    feeds = {n: rng.standard_normal(a.blobs[n].shape).astype(np.float32) for n in a.inputs}
-    ra = {k: v.copy() for k, v in a.forward(**feeds).items()}
-    rb = b.forward(**feeds)
-    assert ra.keys() == rb.keys()
+    ra, rb = outputs_of_both(a, b, seed)
     for k in ra:
         np.testing.assert_allclose(rb[k], ra[k], rtol=1e-5, atol=atol, err_msg=k)
 
@@ -160,26 +157,61 @@ def test_ave_pooling_with_padding_keeps_nonzero_constants(tmp_path):
     _same_outputs(net, _reload(tmp_path, slim(net)))
 
 
-@pytest.mark.parametrize("reader,blocked", [
-    ('layer { name: "cat" type: "Concat" bottom: "conv1" bottom: "conv1b" top: "cat" }', "Concat layer 'cat'"),
-    ('layer { name: "lrn" type: "LRN" bottom: "conv1" top: "cat" }', "LRN layer 'lrn'"),
-    ('layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv1b" top: "cat" }', "Eltwise layer 'sum'"),
-])
-def test_layers_that_mix_channels_block(tmp_path, reader, blocked):
-    text = f"""name: "b"
+MIX = """name: "b"
 layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 2 dim: 3 dim: 6 dim: 6 }} }} }}
 layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param {{ num_output: 4 kernel_size: 1 }} }}
 layer {{ name: "conv1b" type: "Convolution" bottom: "data" top: "conv1b" convolution_param {{ num_output: 4 kernel_size: 1 }} }}
 {reader}
 layer {{ name: "ip" type: "InnerProduct" bottom: "cat" top: "ip" inner_product_param {{ num_output: 2 }} }}
 """
-    net, _ = _net(tmp_path, text)
+
+
+def test_lrn_across_channels_blocks(tmp_path):
+    net, _ = _net(tmp_path, MIX.format(reader='layer { name: "lrn" type: "LRN" bottom: "conv1" top: "cat" }'))
     _randomize(net)
     net.params["conv1"][0].data[1] = 0
     result = slim(net)
     rep = {r.layer: r for r in result.producers}
-    assert rep["conv1"].after == 4 and rep["conv1"].blocked_by == blocked
+    assert rep["conv1"].after == 4 and rep["conv1"].blocked_by == "LRN layer 'lrn'"
+    assert rep["conv1"].kept_why == {"LRN layer 'lrn'": 4}
     assert result.removed == 0
+
+
+def test_concat_input_zero_filter_folds_through_the_offset(tmp_path):
+    """conv1's zero filter 1 is channel 1 of the Concat: its constant goes into ip's bias through the offset;
+    conv1b's zero filter 2 is Concat channel 6."""
+    net, _ = _net(tmp_path, MIX.format(reader='layer { name: "cat" type: "Concat" bottom: "conv1" '
+                                              'bottom: "conv1b" top: "cat" }'))
+    _randomize(net)
+    net.params["conv1"][0].data[1] = 0
+    net.params["conv1b"][0].data[2] = 0
+    w = net.params["ip"][0].data.reshape(2, 8, 36).copy()
+    b1, b1b = net.params["conv1"][1].data.copy(), net.params["conv1b"][1].data.copy()
+    fold = w[:, 1].sum(1) * b1[1] + w[:, 6].sum(1) * b1b[2]
+    result = slim(net)
+    rep = {r.layer: r for r in result.producers}
+    assert (rep["conv1"].after, rep["conv1"].folded, rep["conv1b"].after, rep["conv1b"].folded) == (3, 1, 3, 1)
+    small = _reload(tmp_path, result)
+    assert small.params["ip"][0].data.shape == (2, 6 * 36)
+    np.testing.assert_allclose(small.params["ip"][0].data.reshape(2, 6, 36), w[:, [0, 2, 3, 4, 5, 7]])
+    np.testing.assert_allclose(small.params["ip"][1].data, net.params["ip"][1].data + fold, rtol=1e-5)
+    _same_outputs(net, small, atol=1e-4)
+
+
+def test_eltwise_channel_live_in_the_other_input_stays(tmp_path):
+    net, _ = _net(tmp_path, MIX.format(reader='layer { name: "sum" type: "Eltwise" bottom: "conv1" '
+                                              'bottom: "conv1b" top: "cat" }'))
+    _randomize(net)
+    net.params["conv1"][0].data[1] = 0          # zero here, live in conv1b: the sum is not a constant
+    result = slim(net)
+    rep = {r.layer: r for r in result.producers}
+    assert rep["conv1"].after == 4 and result.removed == 0
+    assert rep["conv1"].kept_zero == 1 and any("conv1b" in w for w in rep["conv1"].kept_why)
+    net.params["ip"][0].data.reshape(2, 4, 36)[:, 1] = 0     # no reader uses channel 1: it goes in both
+    result = slim(net)
+    rep = {r.layer: r for r in result.producers}
+    assert (rep["conv1"].after, rep["conv1b"].after, rep["conv1"].unused) == (3, 3, 1)
+    _same_outputs(net, _reload(tmp_path, result))
 
 
 def test_a_reader_outside_the_phase_blocks(tmp_path):
@@ -192,15 +224,23 @@ def test_a_reader_outside_the_phase_blocks(tmp_path):
     assert rep["conv1"].after == 8 and "aux" in rep["conv1"].blocked_by
 
 
-def test_grouped_conv_is_left_alone(tmp_path):
+def test_grouped_conv_keeps_equal_channels_per_group(tmp_path):
     text = GOLDEN_DEPLOY.replace("num_output: 6 kernel_size: 3", "num_output: 6 kernel_size: 3 group: 2")
     net, _ = _net(tmp_path, text)
     _randomize(net)
     net.params["conv1"][0].data[0] = 0
-    net.params["conv2"][0].data[:, 0] = 0
+    net.params["conv2"][0].data[:3, 0] = 0         # conv2's group 0 does not read conv1's channel 0
     rep = {r.layer: r for r in slim(net).producers}
-    assert rep["conv1"].after == 8 and "conv2" in rep["conv1"].blocked_by
-    assert rep["conv2"].after == 6 and "grouped" in rep["conv2"].blocked_by
+    assert rep["conv1"].after == 8 and rep["conv1"].kept_why["equal channel counts per group in 'conv2'"] == 1
+    net.params["conv2"][0].data[3:, 2] = 0         # group 1 drops its channel 2 (conv1's channel 6)
+    result = slim(net)
+    rep = {r.layer: r for r in result.producers}
+    assert rep["conv1"].after == 6 and rep["conv1"].unused == 2
+    small = _reload(tmp_path, result)
+    w = net.params["conv2"][0].data
+    want = np.concatenate([w[:3, [1, 2, 3]], w[3:, [0, 1, 3]]])
+    np.testing.assert_array_equal(small.params["conv2"][0].data, want)
+    _same_outputs(net, small)
 
 
 def test_cli_slim_writes_checked_files(tmp_path, capsys):
