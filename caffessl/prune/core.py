@@ -157,8 +157,9 @@ def _structured(net, policy, amount, chosen, min_channels, round_to, clamp, note
         unfolded = remove_channels(net, flow, ~keep)
         if unfolded:
             notes[name] = f"{unfolded} removed channel(s) not folded exactly (padding or no bias downstream)"
-        for i in (flow.producer, *flow.absorbers):
-            notes.setdefault(net.layers[i].name, "")
+        notes.setdefault(name, "")
+        for i in flow.absorbers:
+            notes.setdefault(net.layers[i].name, f"inputs of {name}'s removed channels")
     return [sel[1].name for sel in selectors.values()] if policy == "mask-threshold" else []
 
 

@@ -31,7 +31,7 @@ def solver_param(solver, net_param, overrides: dict | None = None):
         if fd is None or key in NET_FIELDS:
             raise PruneError(f"unknown solver field '{key}'")
         try:
-            if fd.label == fd.LABEL_REPEATED:
+            if getattr(fd, "is_repeated", None) is True or getattr(fd, "label", None) == fd.LABEL_REPEATED:
                 sp.ClearField(key)
                 getattr(sp, key).extend(value if isinstance(value, list) else [value])
             elif fd.enum_type is not None:
@@ -124,3 +124,43 @@ def learnable_count(net) -> tuple[int, int]:
                 total += p.numel()
                 nz += int((p != 0).sum())
     return total, nz
+
+
+def deploy_param(net, batch: int | None = None):
+    """A deploy NetParameter of a TEST net: its data layers become Input layers of the same shape (the label
+    dropped; ``batch`` overrides the batch size), the layers reading labels are dropped, and a
+    SoftmaxWithLoss becomes a Softmax."""
+    data_tops, labels = [], set()
+    for l in net.layers:
+        if l.is_data:
+            data_tops.append(l.param.top[0])
+            labels.update(l.param.top[1:])
+    out = caffe_pb2.NetParameter()
+    out.name = net.name
+    for t in data_tops:
+        lp = out.layer.add(name=f"{t}_input", type="Input")
+        lp.top.append(t)
+        shape = list(net.blobs[t].shape)
+        if batch:
+            shape[0] = batch
+        lp.input_param.shape.add().dim.extend(shape)
+    for l in net.layers:
+        if l.is_data:
+            continue
+        if labels.intersection(l.param.bottom):
+            if l.type == "SoftmaxWithLoss":
+                lp = out.layer.add(name=l.name, type="Softmax")
+                lp.bottom.append(l.param.bottom[0])
+                lp.top.append(l.param.top[0])
+            continue
+        lp = out.layer.add()
+        lp.CopyFrom(l.param)
+        lp.ClearField("include")
+        lp.ClearField("exclude")
+        lp.ClearField("loss_weight")
+    return out
+
+
+def deploy_net(model, weights, batch: int | None = None):
+    from ..net import TEST, Net
+    return Net(deploy_param(Net(model, phase=TEST), batch), phase=TEST, weights=weights)
