@@ -11,6 +11,7 @@ def add_arguments(p):
     p.add_argument("--test-iters", type=int, help="test batches (test steps and the solvers' test_iter)")
     p.add_argument("--reps", type=int, help="timing repetitions of the time steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-plots", action="store_true", help="no report.png (markdown and CSV only)")
 
 
 def run(args):
@@ -21,7 +22,7 @@ def run(args):
         print(f"{args.recipe}: {len(r.steps)} steps: {', '.join(s.label for s in r.steps)}")
         return 0
     runner = Runner(args.recipe, Options(args.max_iter, args.test_iters, args.reps, args.workdir,
-                                         not args.no_progress))
+                                         not args.no_progress, not args.no_plots))
     runner.run()
     print(f"report: {runner.workdir}/report.md, report.csv, report.png")
     return 0

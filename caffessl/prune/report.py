@@ -66,12 +66,13 @@ def plots(recipe, rows, folder) -> list:
         ax3.set_ylabel("forward ms (median)")
     ax3.set_title("latency", fontsize=9)
     fig.suptitle(f"recipe {recipe.name}")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.3, top=0.85, wspace=0.35)
     paths.append(save_png(fig, os.path.join(folder, "report.png")))
     return paths
 
 
-def write_report(recipe, rows, folder) -> None:
+def write_report(recipe, rows, folder, with_plots: bool = True) -> None:
     atomic_write(os.path.join(folder, "report.md"), markdown(recipe, rows).encode())
     atomic_write(os.path.join(folder, "report.csv"), csv_text(rows).encode())
-    plots(recipe, rows, folder)
+    if with_plots:
+        plots(recipe, rows, folder)

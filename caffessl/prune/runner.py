@@ -22,6 +22,7 @@ from ..errors import CaffeSSLError, RecipeError
 from ..io.atomic import atomic_write
 from . import recipe as R
 from . import training as T
+from .report import write_report
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Options:
     reps: int | None = None           # timing repetitions
     workdir: str | None = None
     progress: bool = True
+    plots: bool = True                # report.png at the end of the run
 
 
 def _overrides(step_over, opts: Options, solver_path) -> dict:
@@ -230,13 +232,13 @@ class Runner:
                     rec = {"config": self._config(step), "state": self.state, "row": row}
                     atomic_write(self._out(step, ".json"), json.dumps(rec, indent=1, default=str).encode())
                     log(f"[{step.index + 1}/{len(steps)}] {step.label}: {summary(row)}")
-                from .report import write_report
-                write_report(self.recipe, self.rows, self.workdir)
+                write_report(self.recipe, self.rows, self.workdir, with_plots=False)
                 if bar is not None:
                     bar.update()
         finally:
             if bar is not None:
                 bar.close()
+        write_report(self.recipe, self.rows, self.workdir, with_plots=self.opts.plots)
         return self.rows
 
 
