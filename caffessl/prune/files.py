@@ -33,6 +33,10 @@ def prune_files(model, weights, policy, amount, out_weights, out_model=None, *, 
     if out_solverstate and not solverstate:
         raise PruneError("--out-solverstate needs --solverstate (the state whose history is zeroed)")
     out_model = out_model or default_ft_model(out_weights)
+    if data:
+        from ..io.prototxt import read_net_prototxt
+        from .training import prepare_mnist
+        prepare_mnist(read_net_prototxt(model), data)
     net = Net(model, phase=TEST, weights=weights)
     results = []
     current = weights

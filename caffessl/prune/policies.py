@@ -6,7 +6,8 @@
                           example after filter/channel decay).
 * ``bn-gamma p``       -- Network Slimming (Liu et al. 2017): remove the channels whose |gamma| (the per-channel
                           Scale after BatchNorm, or a Scale alone) is under the p-quantile of all chosen layers'
-                          |gamma| together (numpy's linear-interpolation quantile).
+                          |gamma| together (numpy's linear-interpolation quantile); a per-layer
+                          amount (``--layers conv1=0.3``) uses that layer's own quantile.
 * ``mask-threshold t`` -- channel masks (Yang et al. 2019): a Scale without bias right after the producer
                           (``insert_masks``); masks with |m| <= t go, the others are absorbed into the weights.
 * ``magnitude q``      -- Han et al. 2015: per layer remove |w| < q * std, std over the layer's non-zero

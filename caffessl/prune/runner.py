@@ -188,20 +188,10 @@ class Runner:
         files = [v for k, v in rec["state"].items() if k in ("model", "weights") and v]
         return rec if all(os.path.exists(f) for f in files) else None
 
-    def _prepare_data(self):
-        """MNIST IDX -> the LMDBs the recipe's net reads, when ``data:`` is given and they are missing."""
-        if not self.recipe.data:
-            return
-        from ..data.mnist import ensure_mnist_lmdb
-        from ..io.prototxt import read_net_prototxt
-        folders = {os.path.dirname(lp.data_param.source) or "." for lp in read_net_prototxt(self.recipe.net).layer
-                   if lp.type == "Data" and "mnist" in lp.data_param.source}
-        for folder in sorted(folders):
-            ensure_mnist_lmdb(self.recipe.data, folder)
-
     def run(self, log=print) -> list:
         os.makedirs(self.workdir, exist_ok=True)
-        self._prepare_data()
+        from ..io.prototxt import read_net_prototxt
+        T.prepare_mnist(read_net_prototxt(self.recipe.net), self.recipe.data)
         steps = self.recipe.steps
         run_steps = {"train": self._train, "finetune": self._train, "prune": self._prune, "slim": self._slim,
                      "test": self._test, "time": self._time, "export": self._export}

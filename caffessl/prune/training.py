@@ -45,9 +45,20 @@ def solver_param(solver, net_param, overrides: dict | None = None):
     return sp
 
 
+def prepare_mnist(net_param, data_dir) -> None:
+    """MNIST IDX files in ``data_dir`` -> the LMDBs the net's MNIST Data layers read, when they are missing."""
+    if not data_dir:
+        return
+    from ..data.mnist import ensure_mnist_lmdb
+    folders = {os.path.dirname(lp.data_param.source) or "." for lp in net_param.layer
+               if lp.type == "Data" and "mnist" in lp.data_param.source}
+    for folder in sorted(folders):
+        ensure_mnist_lmdb(data_dir, folder)
+
+
 def train(sp, weights, out_weights, *, data=None, progress: bool = True, log_file=None, source="<recipe>"):
-    """Run solver parameter ``sp`` from ``weights`` (None: the fillers) and save the trained weights."""
-    from ..commands.train import prepare_mnist
+    """Run solver parameter ``sp`` (its net given as ``net_param``) from ``weights`` (None: the fillers) and
+    save the trained weights."""
     from ..solver.solver import get_solver
     log = logging.getLogger("caffessl")
     handler = None
@@ -58,7 +69,7 @@ def train(sp, weights, out_weights, *, data=None, progress: bool = True, log_fil
         log.setLevel(logging.INFO)
     bar = None
     try:
-        prepare_mnist(sp, source, data or os.environ.get("CAFFESSL_MNIST"))
+        prepare_mnist(sp.net_param, data or os.environ.get("CAFFESSL_MNIST"))
         solver = get_solver(sp, source)
         if weights:
             solver.net.copy_from(weights)
