@@ -1,0 +1,89 @@
+"""The solverstate file format (binary protobuf and HDF5), beside the caffemodel's (caffemodel.py). When and
+under which names the solver writes them is the solver's business (solver/snapshot.py).
+
+SolverState holds ``iter``, ``learned_net`` (the caffemodel path as written, relative to the CWD),
+``current_step`` and the history blobs in Caffe's order (Adam/AdaDelta: all first moments, then all second).
+The HDF5 form has datasets ``iter``, ``learned_net``, ``current_step`` and a group ``history`` with ``0``, ``1``...
+Both are written atomically, and both read files written by real Caffe.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CaffemodelFormatError, FileMissingError
+from ..proto import caffe_pb2
+from .atomic import atomic_path, atomic_write
+from .blobproto import array_to_blobproto, blobproto_to_array
+from .caffemodel import is_hdf5
+from .wire import decode
+
+
+@dataclass
+class SolverStateData:
+    iter: int
+    learned_net: str
+    current_step: int
+    history: list = field(default_factory=list)   # float32 numpy arrays
+
+
+def write_solverstate(path, st: SolverStateData) -> None:
+    state = caffe_pb2.SolverState()
+    state.iter = st.iter
+    state.learned_net = st.learned_net
+    state.current_step = st.current_step
+    for h in st.history:
+        state.history.add().CopyFrom(array_to_blobproto(h))
+    atomic_write(path, state.SerializeToString())
+
+
+def write_solverstate_hdf5(path, st: SolverStateData) -> None:
+    import h5py
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            # Caffe's hdf5_save_int / hdf5_save_string: int32 of shape (1,), a NUL-terminated C string
+            f.create_dataset("iter", data=np.array([st.iter], dtype=np.int32))
+            name = st.learned_net.encode("utf-8")
+            f.create_dataset("learned_net", data=np.array(name, dtype=f"S{len(name) + 1}"))
+            f.create_dataset("current_step", data=np.array([st.current_step], dtype=np.int32))
+            g = f.create_group("history", track_order=True)
+            for i, h in enumerate(st.history):
+                g.create_dataset(str(i), data=np.asarray(h, dtype=np.float32))
+
+
+def read_solverstate(path) -> SolverStateData:
+    """Read a binary or HDF5 solverstate (ours or real Caffe's); typed errors for missing/corrupt files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileMissingError(f"{path}: no such solverstate file")
+    if is_hdf5(path):
+        return _read_hdf5(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    state = decode(caffe_pb2.SolverState(), raw, CaffemodelFormatError, f"{path}: not a solverstate, or truncated")
+    if not raw or not state.HasField("iter"):
+        raise CaffemodelFormatError(f"{path}: not a solverstate (it has no 'iter' field)")
+    hist = [blobproto_to_array(b, f"{path}: history blob {i}") for i, b in enumerate(state.history)]
+    return SolverStateData(state.iter, state.learned_net if state.HasField("learned_net") else "",
+                           state.current_step, hist)
+
+
+def _read_hdf5(path) -> SolverStateData:
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            if "iter" not in f or "history" not in f:
+                raise CaffemodelFormatError(f"{path}: HDF5 file without 'iter'/'history', not a solverstate.h5")
+            it = int(np.asarray(f["iter"]).reshape(-1)[0])
+            learned = ""
+            if "learned_net" in f:
+                v = f["learned_net"][()]
+                learned = (v.decode("utf-8") if isinstance(v, bytes) else str(v)).rstrip("\0")
+            step = int(np.asarray(f["current_step"]).reshape(-1)[0]) if "current_step" in f else 0
+            g = f["history"]
+            hist = [np.asarray(g[str(i)], dtype=np.float32) for i in range(len(g.keys()))]
+    except OSError as e:
+        raise CaffemodelFormatError(f"{path}: unreadable HDF5 solverstate ({e})") from None
+    return SolverStateData(it, learned, step, hist)
