@@ -55,7 +55,7 @@ def prune_files(model, weights, policy, amount, out_weights, out_model=None, *, 
             net = Net(res.ft_param, phase=TEST, weights=current)
         save(results[-1], net, out_weights, out_model)
     if solverstate:
-        from ..solver.snapshot import read_solverstate, write_solverstate
+        from ..io.solverstate import read_solverstate, write_solverstate
         from .history import zero_history
         st = read_solverstate(solverstate)
         train_net = Net(model, phase=TRAIN)

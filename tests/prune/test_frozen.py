@@ -7,7 +7,7 @@ import caffessl as caffe
 from caffessl.io.prototxt import parse_text
 from caffessl.proto import caffe_pb2
 from caffessl.prune import prune, save, zero_history
-from caffessl.solver.snapshot import SolverStateData
+from caffessl.io.solverstate import SolverStateData
 from tests.prune.helpers import BN_NET, make_net
 
 SOLVERS = {
