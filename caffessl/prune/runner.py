@@ -148,9 +148,9 @@ class Runner:
         nets = {"dense": (s["dense_model"], s["dense_weights"]), "current": (s["model"], s["weights"])}
         if s["masked_model"]:
             nets["masked"] = (s["masked_model"], s["masked_weights"])
+        measured = T.forward_ms({k: T.deploy_net(m, w, batch) for k, (m, w) in nets.items()}, reps)
         out = {}
-        for label, (model, weights) in nets.items():
-            ms = T.forward_ms(T.deploy_net(model, weights, batch), None, reps)
+        for label, ms in measured.items():
             out[f"{label}_ms"] = ms["total"]
             for n in layers or []:
                 if n not in ms:

@@ -109,20 +109,25 @@ def test_error(model, weights, iterations: int) -> dict:
     return {"error": 1.0 - a / iterations, "loss": loss / iterations}
 
 
-def forward_ms(net, layers=None, reps: int = 20) -> dict:
-    """Median forward milliseconds of each named layer (default: every non-data layer) and of their sum,
-    each layer run on the blobs the last full forward left (one untimed forward first)."""
+def forward_ms(nets: dict, reps: int = 20) -> dict:
+    """{label: {layer: median ms, 'total': sum of the medians}} for each net's non-data layers, each layer run on
+    the blobs the last full forward left (one untimed forward first). The nets take turns within every
+    repetition, so that a machine whose load changes affects them alike."""
+    times = {}
     with torch.no_grad():
-        net.forward()
-        names = layers or [l.name for l in net.layers if not l.is_data]
-        times = {n: [] for n in names}
+        for label, net in nets.items():
+            net.forward()
+            times[label] = {l.name: [] for l in net.layers if not l.is_data}
         for _ in range(reps):
-            for n in names:
-                t0 = time.perf_counter()
-                net.forward(start=n, end=n)
-                times[n].append((time.perf_counter() - t0) * 1e3)
-    out = {n: statistics.median(v) for n, v in times.items()}
-    out["total"] = sum(out.values())
+            for label, net in nets.items():
+                for n, v in times[label].items():
+                    t0 = time.perf_counter()
+                    net.forward(start=n, end=n)
+                    v.append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for label, per in times.items():
+        out[label] = {n: statistics.median(v) for n, v in per.items()}
+        out[label]["total"] = sum(out[label].values())
     return out
 
 
