@@ -155,9 +155,10 @@ def _structured(net, policy, amount, chosen, min_channels, round_to, clamp, note
         if policy == "mask-threshold":
             _absorb_mask(layer, selectors[name][1])
         unfolded = remove_channels(net, flow, ~keep)
+        mine = [f"{int((~keep).sum())} filter(s) removed"]
         if unfolded:
-            notes[name] = f"{unfolded} removed channel(s) not folded exactly (padding or no bias downstream)"
-        notes.setdefault(name, "")
+            mine.append(f"{unfolded} not folded exactly (padding or no bias downstream)")
+        notes[name] = "; ".join(mine + ([notes[name]] if notes.get(name) else []))
         for i in flow.absorbers:
             notes.setdefault(net.layers[i].name, f"inputs of {name}'s removed channels")
     return [sel[1].name for sel in selectors.values()] if policy == "mask-threshold" else []

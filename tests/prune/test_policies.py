@@ -47,6 +47,7 @@ def test_reduction_rate_removes_the_weakest_filters_and_their_columns():
     rep = {r.layer: r for r in res.layers}
     assert (rep["conv1"].kept, rep["conv2"].kept, rep["ip"].kept) == (2, 2, 3)
     assert rep["ip"].note == "inputs of conv2's removed channels"      # its own outputs go to the loss
+    assert rep["conv2"].note == "2 filter(s) removed; inputs of conv1's removed channels"
     modes = {lp.name: lp.connectivity_mode for lp in res.ft_param.layer}
     assert modes["conv1"] == modes["conv2"] == modes["ip"] == GRPWISE
 
