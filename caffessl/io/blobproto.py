@@ -7,8 +7,9 @@ import os
 
 import numpy as np
 
-from ..errors import ArrayShapeError, CaffemodelFormatError, FileMissingError
+from ..errors import ArrayShapeError, CaffemodelFormatError
 from ..proto import caffe_pb2
+from .files import read_bytes
 from .wire import decode
 
 
@@ -56,10 +57,7 @@ def array_to_blobproto(arr, diff=None, legacy_shape: bool = False):
 def read_binaryproto(path) -> np.ndarray:
     """Read a binary BlobProto file (e.g. mean.binaryproto) as a float32 array of its shape."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileMissingError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = read_bytes(path)
     bp = decode(caffe_pb2.BlobProto(), raw, CaffemodelFormatError, f"{path}: not a binary BlobProto")
     if not (len(bp.data) or len(bp.double_data)):
         raise CaffemodelFormatError(f"{path}: not a binary BlobProto (it holds no values)")
