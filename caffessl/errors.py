@@ -88,3 +88,11 @@ class PruneGuardrailError(PruneError):
 
 class RecipeError(CaffeSSLError):
     """A recipe file that cannot run (names the file, line and key or step)."""
+
+
+class DistributedError(CaffeSSLError):
+    """Data-parallel training that cannot go on: a rank died or disagrees (solver, weights), a bad world."""
+
+
+class DeviceError(CaffeSSLError):
+    """A GPU was asked for that this machine does not have (no CUDA, an id out of range, a repeated id)."""
