@@ -26,6 +26,9 @@ COMMANDS = {
     "analyze": ("analyze", "per-layer element/row/column/block sparsity of a caffemodel, plots, zero-out (like "
                            "the SSL fork's sparsity_analyzer.py)"),
     "slim": ("slim", "remove zero filters and unused channels for good: a smaller prototxt + caffemodel"),
+    "prune": ("prune", "prune with a policy (zeros, reduction-rate, bn-gamma, mask-threshold, magnitude), masks, "
+                       "sensitivity"),
+    "recipe": ("recipe", "run a YAML pruning recipe: train / prune / finetune / slim / test / time / export"),
     "parse-log": ("parse_log", "training log -> .train/.test CSV tables (like Caffe's parse_log.py)"),
     "plot-log": ("plot_log", "plot loss/accuracy curves of a training log"),
     "sweep": ("sweep", "train a grid of solver settings from a YAML study file; table + plots of sparsity"),

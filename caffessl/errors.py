@@ -78,6 +78,18 @@ class PlotUnavailableError(PlotError, ImportError):
     """Plots were asked for but matplotlib cannot be imported."""
 
 
+class PruneError(CaffeSSLError):
+    """A pruning request that cannot run: unknown policy, amount out of range, unknown or unprunable layer."""
+
+
+class PruneGuardrailError(PruneError):
+    """A policy that would leave a layer with fewer channels/weights than the guardrail allows."""
+
+
+class RecipeError(CaffeSSLError):
+    """A recipe file that cannot run (names the file, line and key or step)."""
+
+
 class DistributedError(CaffeSSLError):
     """Data-parallel training that cannot go on: a rank died or disagrees (solver, weights), a bad world."""
 

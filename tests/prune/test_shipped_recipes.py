@@ -1,0 +1,67 @@
+"""Every shipped recipe (recipes/*.yaml) runs end to end in a reduced form: 2 iterations per training run, one
+test batch, one timing repetition, on a tiny synthetic MNIST (random images in the IDX format) laid out where
+the recipes' relative paths expect it. The full-size runs are bench/prune_recipes.py."""
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caffessl.prune import recipe as R
+from caffessl.prune.runner import Options, Runner
+from tests.golden import need_shared
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted(p.name for p in (REPO / "recipes").glob("*.yaml"))
+MNIST_RECIPES = [r for r in RECIPES if "cifar" not in r]
+
+
+def _idx(path, arr, magic):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in arr.shape) + arr.tobytes())
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    """<tmp>/repo/{models,solvers,recipes} -> the repository; <tmp>/shared/models/lenet/... -> ../shared;
+    <tmp>/shared/data/mnist: 128 train and 100 test random images."""
+    baseline = need_shared("models/lenet/lenet_iter_10000.caffemodel")
+    root = tmp_path_factory.mktemp("recipes")
+    repo = root / "repo"
+    repo.mkdir()
+    for d in ("models", "solvers", "recipes"):
+        os.symlink(REPO / d, repo / d)
+    (root / "shared" / "models" / "lenet").mkdir(parents=True)
+    os.symlink(baseline, root / "shared" / "models" / "lenet" / "lenet_iter_10000.caffemodel")
+    mnist = root / "shared" / "data" / "mnist"
+    mnist.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 128), ("t10k", 100)):
+        _idx(mnist / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), 2051)
+        _idx(mnist / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8), 2049)
+    return root
+
+
+@pytest.mark.parametrize("name", MNIST_RECIPES)
+def test_shipped_recipe_runs_reduced(layout, name, monkeypatch):
+    monkeypatch.chdir(layout / "repo")
+    opts = Options(max_iter=2, test_iters=1, reps=1, workdir=str(layout / "work" / name), progress=False,
+                   plots=False)
+    rows = Runner(f"recipes/{name}", opts).run(log=lambda m: None)
+    kinds = [r["kind"] for r in rows]
+    assert kinds == [s.kind for s in R.load(REPO / "recipes" / name).steps]
+    assert any(r["kind"] == "test" and 0 <= r["error"] <= 1 for r in rows)
+    assert (layout / "work" / name / "report.md").exists()
+    pruned = [r for r in rows if r["kind"] == "prune" and "nonzero_after" in r]
+    assert pruned and pruned[-1]["nonzero_after"] <= pruned[0]["nonzero_before"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_shipped_recipe_files_check(name):
+    r = R.load(REPO / "recipes" / name)
+    assert r.steps and os.path.exists(REPO / r.net)
+    for s in r.steps:
+        if "solver" in s.args:
+            assert (REPO / s.args["solver"]).exists(), s.args["solver"]
