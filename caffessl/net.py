@@ -21,9 +21,11 @@ from . import debug_info, mode
 from .malloc import keep_freed_memory
 from .blob import Blob
 from .errors import (CaffeSSLError, LayerConfigError, MissingBottomError, NetGraphError, ShapeMismatchError,
-                     WeightsError)
+                     UnsupportedError, WeightsError)
+from .io.limits import MemoryBudget
 from .layers.base import count_ok, get_layer_class
 from .proto import caffe_pb2
+from .validate import check_layer_param, check_top_shapes
 
 log = logging.getLogger("caffessl")
 
@@ -152,17 +154,20 @@ class Net:
         self._param_owner_by_name = {}
         self._propagate_down = []
         available = OrderedDict()       # blob name -> producing layer (not yet consumed)
+        budget = MemoryBudget(self.source)  # blobs + params, refused past the limit before allocation
         # duplicate layer names are allowed, as in Caffe (BVLC's LRCN example has two layers named "data"):
         # by-name lookups follow Caffe -- layer_dict / params keep the last, weights load into the first
         for lp_src in self.net_param.layer:
             lp = caffe_pb2.LayerParameter()
             lp.CopyFrom(lp_src)
             name = lp.name
+            check_layer_param(lp, self.source)
             cls = get_layer_class(lp.type, name)
             # Net::Init gives a layer the net's phase only when it names none (a `phase: TRAIN` Dropout
             # inside a TEST net keeps dropping)
             layer = cls(lp, lp.phase if lp.HasField("phase") else self.phase, self.device, self.dtype)
             layer.net = weakref.proxy(self)
+            layer.budget = budget
             nb, nt = len(lp.bottom), len(lp.top)
             if not count_ok(cls.num_bottoms, nb):
                 raise LayerConfigError(f"layer '{name}' ({lp.type}) takes {_fmt_count(cls.num_bottoms)} "
@@ -183,6 +188,7 @@ class Net:
             if len(top_shapes) != nt:
                 raise LayerConfigError(f"layer '{name}' ({lp.type}) produced {len(top_shapes)} tops, "
                                        f"prototxt names {nt}")
+            check_top_shapes(layer, top_shapes, budget)
             for j, (t, shp) in enumerate(zip(lp.top, top_shapes)):
                 in_place = j < nb and lp.bottom[j] == t
                 if t in self.blobs and not in_place:
@@ -285,7 +291,7 @@ class Net:
         regularization_type (caffessl: zerout_threshold too); block_group_lasso on both sides is an error, on
         the non-owner only adopted; a non-owner's decay_proto is not implemented in the fork."""
         if spec.decay_proto:
-            raise NotImplementedError(f"layer '{lname}': decay_proto on shared param '{pname}', which is not "
+            raise UnsupportedError(f"layer '{lname}': decay_proto on shared param '{pname}', which is not "
                                       f"its owner (the SSL fork aborts: NOT_IMPLEMENTED)")
         adopted = caffe_pb2.ParamSpec()
         adopted.CopyFrom(owner.spec)

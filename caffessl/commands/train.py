@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from ..errors import DataSourceError
+from ..errors import DataSourceError, UnsupportedError
 
 EFFECTS = ("stop", "snapshot", "none")
 MNIST_HELP = ("download the four MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
@@ -76,7 +76,7 @@ def _set_mode(gpu, sp):
         return
     ids = [0] if gpu == "all" else [int(x) for x in gpu.split(",")]
     if len(ids) > 1:
-        raise NotImplementedError(f"--gpu={gpu}: multi-GPU training is not supported; give one device id")
+        raise UnsupportedError(f"--gpu={gpu}: multi-GPU training is not supported; give one device id")
     mode.set_device(ids[0])
     mode.set_mode_gpu()
 

@@ -2,12 +2,13 @@
 helpers (BlobProto, BlobProtoVector and Datum <-> numpy), which ``caffessl.io`` exports under pycaffe's names."""
 from __future__ import annotations
 
+import math
 import operator
 import os
 
 import numpy as np
 
-from ..errors import ArrayShapeError, CaffemodelFormatError, FileMissingError
+from ..errors import ArrayShapeError, CaffemodelFormatError
 from ..proto import caffe_pb2
 
 
@@ -22,11 +23,13 @@ def blob_shape(bp) -> tuple:
 
 def blobproto_to_array(bp, where: str = "blob") -> np.ndarray:
     shape = blob_shape(bp)
+    from .limits import check_declared
+    check_declared(shape, 4, where)
     if len(bp.double_data):
         arr = np.asarray(bp.double_data, dtype=np.float64).astype(np.float32)
     else:
         arr = np.asarray(bp.data, dtype=np.float32)
-    count = int(np.prod(shape))  # 1 for a 0-axis blob
+    count = operator.index(math.prod(shape))  # 1 for a 0-axis blob; exact (no int64 wrap-around)
     if arr.size != count:
         raise CaffemodelFormatError(f"{where}: holds {arr.size} values but its shape {shape} needs {count}")
     return arr.reshape(shape)
@@ -54,11 +57,9 @@ def array_to_blobproto(arr, diff=None, legacy_shape: bool = False):
 
 def read_binaryproto(path) -> np.ndarray:
     """Read a binary BlobProto file (e.g. mean.binaryproto) as a float32 array of its shape."""
+    from .limits import read_file
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileMissingError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = read_file(path, "binaryproto")
     bp = caffe_pb2.BlobProto()
     try:
         bp.ParseFromString(raw)

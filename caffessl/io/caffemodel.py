@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import CaffemodelFormatError, FileMissingError
 from ..proto import caffe_pb2
 from .blobproto import blobproto_to_array
+from .limits import check_file_size, read_file
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -34,10 +35,7 @@ def read_net_binary(path) -> "caffe_pb2.NetParameter":
     """Parse a binary caffemodel into an (upgraded) NetParameter, with clear errors."""
     from .upgrade import upgrade_net_as_needed
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileMissingError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = read_file(path, "caffemodel")
     if not raw:
         raise CaffemodelFormatError(f"{path}: empty file, not a caffemodel")
     net = caffe_pb2.NetParameter()
@@ -55,19 +53,14 @@ def read_net_binary(path) -> "caffe_pb2.NetParameter":
 
 
 def _read_hdf5(path):
-    import h5py
+    from .hdf5_read import open_hdf5
     out = []
-    try:
-        with h5py.File(path, "r") as f:
-            if "data" not in f:
-                raise CaffemodelFormatError(f"{path}: HDF5 file without a 'data' group, not a caffemodel.h5")
-            data = f["data"]
-            for lname in data.keys():  # h5py keeps creation order when the file tracks it
-                g = data[lname]
-                n = len(g.keys())
-                out.append((lname, None, [np.asarray(g[str(i)], dtype=np.float32) for i in range(n)]))
-    except OSError as e:
-        raise CaffemodelFormatError(f"{path}: unreadable HDF5 caffemodel ({e})") from None
+    with open_hdf5(path, "caffemodel.h5") as h:
+        data = h.group(h.file, "data", "group 'data'")
+        for lname in h.keys(data, "group 'data'"):  # h5py keeps creation order when the file tracks it
+            g = h.group(data, lname, f"layer '{lname}'")
+            n = len(h.keys(g, f"layer '{lname}'"))
+            out.append((lname, None, [h.array(g, str(i), f"layer '{lname}' blob {i}") for i in range(n)]))
     return out
 
 
@@ -83,6 +76,7 @@ def read_weights(path):
         raise FileMissingError(f"{path}: no such file")
     if is_hdf5(path):
         return _read_hdf5(path)
+    check_file_size(path, "caffemodel")
     from .wire import read_layer_blobs
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size

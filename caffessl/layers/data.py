@@ -139,14 +139,16 @@ class Data(PrefetchingDataLayer):
         try:
             key, val = reader.current()
             at = f"{where}: record {key.decode('utf-8', 'replace')!r} of '{p.source}'"
-            shape = transformer.infer_shape(datum_to_array(parse_datum(val, at), color, at).shape)
+            record_shape = datum_to_array(parse_datum(val, at), color, at).shape
+            shape = transformer.infer_shape(record_shape)
         except BaseException:
             reader.close()
             raise
         bs = int(p.batch_size)
         self._top_shapes = [(bs,) + shape] + ([(bs,)] if len(self.param.top) > 1 else [])
         from ..data.loaders import DatumBatchLoader
-        self._start_prefetch(DatumBatchLoader(reader, transformer, bs, color, len(self.param.top) > 1, where))
+        self._start_prefetch(DatumBatchLoader(reader, transformer, bs, color, len(self.param.top) > 1, where,
+                                              record_shape))
 
 
 @register("ImageData")
