@@ -50,6 +50,14 @@ def build_parser():
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:   # Ctrl-C before a command runs (imports, flag parsing): one line, no traceback
+        print("caffessl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv=None) -> int:
     from .errors import CaffeSSLError
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()

@@ -133,8 +133,7 @@ class Data(PrefetchingDataLayer):
             reader.close()
             raise
         if p.rand_skip:
-            for _ in range(int(rng.randint(0, 2 ** 31 - 1)) % p.rand_skip):
-                reader.next()
+            reader.skip(int(rng.randint(0, 2 ** 31 - 1)) % p.rand_skip)
         color = _encoded_color(tp, p)
         try:
             key, val = reader.current()

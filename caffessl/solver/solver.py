@@ -453,6 +453,7 @@ class Solver:
             self.net.copy_from(st.learned_net)
         self.iter = st.iter
         self.current_step = st.current_step
+        self.last_snapshot = (st.learned_net, path)   # what a later fault falls back to
         log.info("SGDSolver: restoring history")
         with torch.no_grad():
             for h, arr in zip(self.history, st.history):
