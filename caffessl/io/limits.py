@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 
-from ..errors import CaffemodelFormatError, FileMissingError, FileTooLargeError, MemoryLimitError
+from ..errors import CaffemodelFormatError, CaffeSSLError, FileMissingError, FileTooLargeError, MemoryLimitError
 
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _overrides: dict = {}
@@ -152,7 +152,7 @@ def load_npy(path, what: str):
                 raise CaffemodelFormatError(f"{path}: the {what} holds {dtype} values, expected numbers")
             check_declared(shape, dtype.itemsize, f"{path}")
             return np.load(path, allow_pickle=False)
-    except CaffemodelFormatError:
+    except CaffeSSLError:
         raise
     except Exception as e:  # the header is a Python literal: numpy's parser raises whatever tokenize/ast raise
         raise CaffemodelFormatError(f"{path}: not a plain .npy array ({type(e).__name__}: {e})") from None

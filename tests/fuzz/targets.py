@@ -98,13 +98,16 @@ def mutate_text(rng, text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- seeds
-def _seed_dir() -> str:
-    d = os.path.join(tempfile.gettempdir(), f"caffessl-fuzz-seeds-{os.getpid()}")
-    os.makedirs(d, exist_ok=True)
-    return d
-
-
 def make_seeds() -> dict:
+    import shutil
+    d = tempfile.mkdtemp(prefix="caffessl-fuzz-seeds-")
+    try:
+        return _make_seeds(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _make_seeds(d: str) -> dict:
     """Valid inputs of every kind, written by caffessl's own writers."""
     import h5py
     from caffessl import Net, TEST
@@ -112,7 +115,6 @@ def make_seeds() -> dict:
     from caffessl.data.image import encode_image
     from caffessl.io.blobproto import array_to_blobproto
     from caffessl.solver.snapshot import SolverStateData, write_solverstate, write_solverstate_hdf5
-    d = _seed_dir()
     net_path = os.path.join(d, "net.prototxt")
     with open(net_path, "w") as f:
         f.write(NET_TEXT)
@@ -120,7 +122,7 @@ def make_seeds() -> dict:
     net.save(os.path.join(d, "w.caffemodel"))
     net.save_hdf5(os.path.join(d, "w.caffemodel.h5"))
     hist = [p.detach().numpy() * 0 for l in net.layers for p in l.params]
-    st = SolverStateData(10, os.path.join(d, "w.caffemodel"), 1, hist)
+    st = SolverStateData(10, "seed.caffemodel", 1, hist)   # the worker writes it (prepare_worker)
     write_solverstate(os.path.join(d, "s.solverstate"), st)
     write_solverstate_hdf5(os.path.join(d, "s.solverstate.h5"), st)
     mean = np.arange(2 * 4 * 4, dtype=np.float32).reshape(1, 2, 4, 4)
@@ -437,11 +439,15 @@ def prepare_worker():
     from caffessl.solver.solver import get_solver
     import logging
     get_logger().setLevel(logging.ERROR)
+    import atexit
+    import shutil
     d = tempfile.mkdtemp(prefix="caffessl-fuzz-worker-")
+    atexit.register(shutil.rmtree, d, True)
     os.chdir(d)
     with open("net.prototxt", "w") as f:
         f.write(NET_TEXT)
     _STATE["net"] = Net("net.prototxt", TEST)
+    _STATE["net"].save("seed.caffemodel")
     sp = caffe_pb2.SolverParameter(net="net.prototxt", base_lr=0.01, momentum=0.9, max_iter=1, type="SGD",
                                  lr_policy="fixed")
     _STATE["solver"] = get_solver(sp, "solver.prototxt")
