@@ -201,7 +201,7 @@ def whole_net(batches, reps):
                 for p in l.params:
                     p.requires_grad_(False)
         net.blobs["data"].data[...] = torch.randn(n, 3, 227, 227, generator=gen).numpy()
-        layers = [l for l in net.layers if l.type in ("Convolution", "InnerProduct")]
+        layers = [l for l in net.layers if l.sparse_modes]
         state = {}
         for mode in ("gemm", "auto"):              # build both once; a rep swaps them in (no rebuild)
             set_conv_mode(net, mode)

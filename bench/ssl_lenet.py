@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import caffessl as caffe  # noqa: E402
 from caffessl.io.prototxt import read_solver_prototxt, write_prototxt  # noqa: E402
-from caffessl.sparsity.matrix import as_matrix  # noqa: E402
+from caffessl.weights_matrix import as_matrix  # noqa: E402
 
 # (run, error %, conv1 filters, conv1 FLOP %, conv2 filters, conv2 channels, conv2 FLOP %)
 # Table 1 of the paper (filter-wise + channel-wise); conv2 FLOP % = filters/50 x channels/20 (19/50 x 4/20 = 7.6 %)

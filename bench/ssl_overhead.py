@@ -71,7 +71,7 @@ def timed_iters(net, sp, iters, ssl: bool):
                 continue
             if ssl:
                 reg.apply(info, want_term=False)
-            upd = sgd(info.tensor.grad, [h], local_rate=1e-4 * info.lr_mult, momentum=0.9)
+            (upd,) = sgd([info.tensor.grad], [[h]], local_rate=1e-4 * info.lr_mult, momentum=0.9)
             if ssl:
                 st.update(info, upd)
             else:

@@ -13,6 +13,7 @@ import os
 import time
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,11 +27,23 @@ from .io.limits import MemoryBudget
 from .layers.base import count_ok, get_layer_class
 from .proto import caffe_pb2
 from .validate import check_layer_param, check_top_shapes
+from .weights_matrix import conv_groups
 
 log = logging.getLogger("caffessl")
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
+
+
+@dataclass
+class ForwardRecord:
+    """What a forward with gradients leaves for the backward passes (pycaffe's backward, BackwardFromTo,
+    layerwise_backward): the layer range it ran, the first tensor version of each blob in the pass, the
+    index of the layer that produced each blob, and each layer's (bottoms, tops) tensors."""
+    range: tuple
+    first: dict = field(default_factory=dict)       # blob name -> first tensor version
+    producer: dict = field(default_factory=dict)    # blob name -> producing layer index
+    layers: dict = field(default_factory=dict)      # layer index -> (bottom tensors, top tensors)
 
 
 class ParamInfo:
@@ -47,7 +60,6 @@ class ParamInfo:
         self.spec = spec
         self.lr_mult = spec.lr_mult
         self.decay_mult = spec.decay_mult
-        from .sparsity.matrix import conv_groups
         self.groups = conv_groups(layer.param)   # Net::param_groups_
         self.display_name = spec.name or f"{layer.name}/{index}"
 
@@ -132,99 +144,138 @@ class Net:
         self.name = self.net_param.name
         self.force_backward = self.net_param.force_backward
         self._build()
-        self._last = None  # record of the last forward (for pycaffe backward)
+        self._last: ForwardRecord | None = None  # the last forward with gradients (for backward)
         self._plan = None  # per-layer forward plan, built on the first forward
         self._prefetching = [l for l in self.layers if hasattr(l, "cue_prefetch")]
         if weights:
             for w in str(weights).split(","):
                 self.copy_from(w)
 
-    # -- construction -----------------------------------------------------------------------------
+    # -- construction (Net::Init) -------------------------------------------------------------------
     def _build(self):
+        """Net::Init on the filtered NetParameter, in Caffe's steps. Splits are not inserted: a blob read by
+        several layers sums its gradients through autograd, as Caffe's Split layers do."""
+        self._init_graph()
+        available = OrderedDict()       # blob name -> producing layer (not yet consumed)
+        # duplicate layer names are allowed, as in Caffe (BVLC's LRCN example has two layers named "data"):
+        # by-name lookups follow Caffe -- layer_dict / params keep the last, weights load into the first
+        for lp_src in self.net_param.layer:
+            layer = self._create_layer(lp_src)
+            bottom_shapes = self._append_bottoms(layer, available)
+            top_shapes = self._setup_layer(layer, bottom_shapes)
+            self._append_tops(layer, top_shapes, available)
+            self._set_loss_weights(layer)
+            self._set_propagate_down(layer)
+            self._append_params(layer)
+            self.layers.append(layer)
+            self._layer_names.append(layer.name)
+            self.top_names[layer.name] = list(layer.param.top)
+            self.bottom_names[layer.name] = list(layer.param.bottom)
+        self._decide_backward(available)
+
+    def _init_graph(self):
         self.layers = []
         self._layer_names = []
         self.blobs: "OrderedDict[str, Blob]" = OrderedDict()
         self.top_names = OrderedDict()
         self.bottom_names = OrderedDict()
-        self._tops_idx, self._bottoms_idx = [], []
         self.blob_loss_weights = OrderedDict()
         self._loss_tops = []           # (blob name, weight)
         self.inputs = []
         self.learnable_params: list[ParamInfo] = []
         self._param_owner_by_name = {}
         self._propagate_down = []
-        available = OrderedDict()       # blob name -> producing layer (not yet consumed)
-        budget = MemoryBudget(self.source)  # blobs + params, refused past the limit before allocation
-        # duplicate layer names are allowed, as in Caffe (BVLC's LRCN example has two layers named "data"):
-        # by-name lookups follow Caffe -- layer_dict / params keep the last, weights load into the first
-        for lp_src in self.net_param.layer:
-            lp = caffe_pb2.LayerParameter()
-            lp.CopyFrom(lp_src)
-            name = lp.name
-            check_layer_param(lp, self.source)
-            cls = get_layer_class(lp.type, name)
-            # Net::Init gives a layer the net's phase only when it names none (a `phase: TRAIN` Dropout
-            # inside a TEST net keeps dropping)
-            layer = cls(lp, lp.phase if lp.HasField("phase") else self.phase, self.device, self.dtype)
-            layer.net = weakref.proxy(self)
-            layer.budget = budget
-            nb, nt = len(lp.bottom), len(lp.top)
-            if not count_ok(cls.num_bottoms, nb):
-                raise LayerConfigError(f"layer '{name}' ({lp.type}) takes {_fmt_count(cls.num_bottoms)} "
-                                       f"bottom blob(s), got {nb}")
-            if not count_ok(cls.num_tops, nt):
-                raise LayerConfigError(f"layer '{name}' ({lp.type}) produces {_fmt_count(cls.num_tops)} "
-                                       f"top blob(s), got {nt}")
-            for b in lp.bottom:
-                if b not in self.blobs:
-                    raise MissingBottomError(f"layer '{name}' ({lp.type}): unknown bottom blob '{b}' "
-                                             f"(no earlier layer produces it)")
-                available.pop(b, None)
-            bottom_shapes = [self.blobs[b].shape for b in lp.bottom]
-            layer.setup(bottom_shapes)
-            if len(lp.blobs):
-                self._prototxt_blobs(layer)
-            top_shapes = layer.reshape(bottom_shapes)
-            if len(top_shapes) != nt:
-                raise LayerConfigError(f"layer '{name}' ({lp.type}) produced {len(top_shapes)} tops, "
-                                       f"prototxt names {nt}")
-            check_top_shapes(layer, top_shapes, budget)
-            for j, (t, shp) in enumerate(zip(lp.top, top_shapes)):
-                in_place = j < nb and lp.bottom[j] == t
-                if t in self.blobs and not in_place:
-                    if t in lp.bottom:
-                        raise NetGraphError(f"layer '{name}': top '{t}' must be produced in place from the "
-                                            f"bottom of the same index")
-                    raise NetGraphError(f"layer '{name}': top blob '{t}' is produced by more than one layer")
-                if not in_place:
-                    self.blobs[t] = Blob(t, shp, self.dtype, self.device)
-                elif tuple(shp) != self.blobs[t].shape:
-                    raise ShapeMismatchError(f"layer '{name}': in-place top '{t}' changes shape "
-                                             f"{self.blobs[t].shape} -> {tuple(shp)}")
-                available[t] = name
-            if lp.type == "Input" or getattr(cls, "feeds_from_blobs", False):
-                self.inputs.extend(lp.top)
-            # loss weights (Layer::SetLossWeights)
-            if len(lp.loss_weight) and len(lp.loss_weight) != nt:
-                raise LayerConfigError(f"layer '{name}': loss_weight must be given once per top "
-                                       f"({nt}), got {len(lp.loss_weight)}")
-            for j, t in enumerate(lp.top):
-                w = lp.loss_weight[j] if len(lp.loss_weight) else (1.0 if (cls.is_loss and j == 0) else 0.0)
-                if w != 0:
-                    self._loss_tops.append((t, float(w)))
-                    self.blob_loss_weights[t] = float(w)
-                    self.blobs[t].diff_tensor.fill_(w)
-                else:
-                    self.blob_loss_weights.setdefault(t, 0.0)
-            pd = list(lp.propagate_down)
-            if pd and len(pd) != nb:
-                raise LayerConfigError(f"layer '{name}': propagate_down must be given once per bottom")
-            self._propagate_down.append(pd or [True] * nb)
-            self._append_params(layer)
-            self.layers.append(layer)
-            self._layer_names.append(name)
-            self.top_names[name] = list(lp.top)
-            self.bottom_names[name] = list(lp.bottom)
+        self._budget = MemoryBudget(self.source)  # blobs + params, refused past the limit before allocation
+
+    def _create_layer(self, lp_src):
+        """LayerRegistry::CreateLayer on a private copy of the LayerParameter; bottom/top counts checked."""
+        lp = caffe_pb2.LayerParameter()
+        lp.CopyFrom(lp_src)
+        check_layer_param(lp, self.source)
+        cls = get_layer_class(lp.type, lp.name)
+        # Net::Init gives a layer the net's phase only when it names none (a `phase: TRAIN` Dropout
+        # inside a TEST net keeps dropping)
+        layer = cls(lp, lp.phase if lp.HasField("phase") else self.phase, self.device, self.dtype)
+        layer.net = weakref.proxy(self)
+        layer.budget = self._budget
+        nb, nt = len(lp.bottom), len(lp.top)
+        if not count_ok(cls.num_bottoms, nb):
+            raise LayerConfigError(f"layer '{lp.name}' ({lp.type}) takes {_fmt_count(cls.num_bottoms)} "
+                                   f"bottom blob(s), got {nb}")
+        if not count_ok(cls.num_tops, nt):
+            raise LayerConfigError(f"layer '{lp.name}' ({lp.type}) produces {_fmt_count(cls.num_tops)} "
+                                   f"top blob(s), got {nt}")
+        return layer
+
+    def _append_bottoms(self, layer, available) -> list:
+        """Net::AppendBottom: every bottom is an existing blob (and is consumed); returns their shapes."""
+        lp = layer.param
+        for b in lp.bottom:
+            if b not in self.blobs:
+                raise MissingBottomError(f"layer '{lp.name}' ({lp.type}): unknown bottom blob '{b}' "
+                                         f"(no earlier layer produces it)")
+            available.pop(b, None)
+        return [self.blobs[b].shape for b in lp.bottom]
+
+    def _setup_layer(self, layer, bottom_shapes) -> list:
+        """Layer::SetUp: set up (blobs given in the prototxt replace the fillers), then the top shapes."""
+        lp = layer.param
+        layer.setup(bottom_shapes)
+        if len(lp.blobs):
+            self._prototxt_blobs(layer)
+        top_shapes = layer.reshape(bottom_shapes)
+        if len(top_shapes) != len(lp.top):
+            raise LayerConfigError(f"layer '{lp.name}' ({lp.type}) produced {len(top_shapes)} tops, "
+                                   f"prototxt names {len(lp.top)}")
+        check_top_shapes(layer, top_shapes, self._budget)
+        return top_shapes
+
+    def _append_tops(self, layer, top_shapes, available):
+        """Net::AppendTop: a new blob per top, or the bottom of the same index for an in-place top."""
+        lp = layer.param
+        name, nb = lp.name, len(lp.bottom)
+        for j, (t, shp) in enumerate(zip(lp.top, top_shapes)):
+            in_place = j < nb and lp.bottom[j] == t
+            if t in self.blobs and not in_place:
+                if t in lp.bottom:
+                    raise NetGraphError(f"layer '{name}': top '{t}' must be produced in place from the "
+                                        f"bottom of the same index")
+                raise NetGraphError(f"layer '{name}': top blob '{t}' is produced by more than one layer")
+            if not in_place:
+                self.blobs[t] = Blob(t, shp, self.dtype, self.device)
+            elif tuple(shp) != self.blobs[t].shape:
+                raise ShapeMismatchError(f"layer '{name}': in-place top '{t}' changes shape "
+                                         f"{self.blobs[t].shape} -> {tuple(shp)}")
+            available[t] = name
+        if lp.type == "Input" or getattr(type(layer), "feeds_from_blobs", False):
+            self.inputs.extend(lp.top)
+
+    def _set_loss_weights(self, layer):
+        """Layer::SetLossWeights: loss_weight per top (a loss layer's first top defaults to 1); a weighted
+        top's diff starts at its weight."""
+        lp = layer.param
+        nt = len(lp.top)
+        if len(lp.loss_weight) and len(lp.loss_weight) != nt:
+            raise LayerConfigError(f"layer '{lp.name}': loss_weight must be given once per top "
+                                   f"({nt}), got {len(lp.loss_weight)}")
+        for j, t in enumerate(lp.top):
+            w = lp.loss_weight[j] if len(lp.loss_weight) else (1.0 if (type(layer).is_loss and j == 0) else 0.0)
+            if w != 0:
+                self._loss_tops.append((t, float(w)))
+                self.blob_loss_weights[t] = float(w)
+                self.blobs[t].diff_tensor.fill_(w)
+            else:
+                self.blob_loss_weights.setdefault(t, 0.0)
+
+    def _set_propagate_down(self, layer):
+        lp = layer.param
+        pd = list(lp.propagate_down)
+        if pd and len(pd) != len(lp.bottom):
+            raise LayerConfigError(f"layer '{lp.name}': propagate_down must be given once per bottom")
+        self._propagate_down.append(pd or [True] * len(lp.bottom))
+
+    def _decide_backward(self, available):
+        """The net's outputs (blobs no layer consumes) and which blobs are under a loss (Net::Init's walk)."""
         self.outputs = sorted(available.keys())  # Caffe keeps them in a std::set<string>: sorted by name
         self._under_loss = self._blobs_under_loss()
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
@@ -292,7 +343,7 @@ class Net:
         the non-owner only adopted; a non-owner's decay_proto is not implemented in the fork."""
         if spec.decay_proto:
             raise UnsupportedError(f"layer '{lname}': decay_proto on shared param '{pname}', which is not "
-                                      f"its owner (the SSL fork aborts: NOT_IMPLEMENTED)")
+                                   f"its owner (the SSL fork aborts: NOT_IMPLEMENTED)")
         adopted = caffe_pb2.ParamSpec()
         adopted.CopyFrom(owner.spec)
         changed = False
@@ -383,7 +434,7 @@ class Net:
             t = t.requires_grad_(True)
         cur[name] = t
         if record:
-            self._last["first"].setdefault(name, t)
+            self._last.first.setdefault(name, t)
         blob.set_tensor(t)
         return t
 
@@ -417,7 +468,7 @@ class Net:
         self.sync_host_writes()
         cur = {}
         if record:   # what backward needs: first versions of the blobs, their producers, each layer's tensors
-            self._last = {"first": {}, "range": (i0, i1), "producer": {}, "layers": {}}
+            self._last = ForwardRecord((i0, i1))
         loss = None
         blobs = self.blobs
         for idx, (layer, bottom_plan, tops_names, losses, feeds) in enumerate(self._plan[i0:i1 + 1], i0):
@@ -434,19 +485,19 @@ class Net:
                 for t in tops_names:
                     self._bottom_tensor(t, cur, record)
                     if record:
-                        self._last["producer"].setdefault(t, idx)
+                        self._last.producer.setdefault(t, idx)
                 if self.debug_info:
                     debug_info.forward(layer, [(n, cur[n]) for n in tops_names])
                 continue
             if record:
-                self._last["layers"][idx] = (bottoms, list(tops))
+                self._last.layers[idx] = (bottoms, list(tops))
             for name, t in zip(tops_names, tops):
                 cur[name] = t
                 blobs[name].set_tensor(t)
                 if record:
-                    first = self._last["first"]
+                    first = self._last.first
                     if name not in first:
-                        self._last["producer"][name] = idx
+                        self._last.producer[name] = idx
                         first[name] = t
                         if t.requires_grad and not t.is_leaf:
                             t.retain_grad()
@@ -491,7 +542,7 @@ class Net:
             self.blobs[name].diff[...] = value
         if start is not None or end is not None:
             return self._backward_range(start, end, diffs)
-        first = self._last["first"]
+        first = self._last.first
         roots, grads = [], []
         for name in self.outputs:
             t = self.blobs[name].tensor
@@ -571,7 +622,7 @@ class Net:
         grads = {}
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
-            bottoms, tops = rec["layers"].get(i, ((), ()))
+            bottoms, tops = rec.layers.get(i, ((), ()))
             roots, seeds = [], []
             for top, t in zip(layer.param.top, tops):
                 g = grads.pop(id(t), None)
@@ -612,7 +663,7 @@ class Net:
 
     def _backward_range(self, start, end, diffs):
         rec = self._last
-        r0, r1 = rec["range"]
+        r0, r1 = rec.range
         i_s = self._layer_index(start, "backward start")
         i_e = self._layer_index(end, "backward end")
         i_s = r1 if i_s is None else i_s
@@ -625,16 +676,16 @@ class Net:
                                 f"gradients enabled through those layers (the last one ran "
                                 f"'{names[r0]}'..'{names[r1]}')")
         roots, grads = [], []
-        for name, t in zip(self.layers[i_s].param.top, rec["layers"].get(i_s, ((), ()))[1]):
+        for name, t in zip(self.layers[i_s].param.top, rec.layers.get(i_s, ((), ()))[1]):
             if t.requires_grad:
                 roots.append(t)
                 grads.append(self.top_seed(name, t))
         # blobs made below start (first versions; start's own tops keep the diffs they were given), and
         # end's bottoms as end read them
-        made = [(n, rec["first"][n]) for n, i in rec["producer"].items() if i_e <= i < i_s]
+        made = [(n, rec.first[n]) for n, i in rec.producer.items() if i_e <= i < i_s]
         if end is None:      # down to the net's own inputs (input: fields, no producing layer)
-            made += [(n, t) for n, t in rec["first"].items() if n not in rec["producer"] and t.requires_grad]
-        ends = list(zip(self.layers[i_e].param.bottom, rec["layers"].get(i_e, ((), ()))[0]))
+            made += [(n, t) for n, t in rec.first.items() if n not in rec.producer and t.requires_grad]
+        ends = list(zip(self.layers[i_e].param.bottom, rec.layers.get(i_e, ((), ()))[0]))
         params = [p for i in range(i_e, i_s + 1) for p in self.layers[i].params if p.requires_grad]
         wanted = [t for _, t in made + ends if t.requires_grad] + params
         if roots and wanted:
@@ -666,8 +717,7 @@ class Net:
                 log.info("Ignoring source layer %s", lname)
                 continue
             self._copy_layer(layer, arrays, path)
-            layer.on_weights_loaded(fmt)
-            _disconnect(self, layer)  # SSL connectivity_mode masks (binary and HDF5 alike)
+            layer.on_weights_loaded(fmt)   # WeightAlign: connectivity_mode mask, conv_mode engine
             loaded.append(lname)
         if strict:
             missing = [l.name for l in self.layers if l.params and l.name not in loaded]
@@ -758,14 +808,3 @@ def _fmt_count(spec):
         return f"at most {hi}"
     return f"{lo} to {hi}"
 
-
-def _disconnect(net, layer):
-    """WeightAlign's Disconnect: zero and mask a loaded layer's weights per its connectivity_mode."""
-    if layer.param.connectivity_mode == caffe_pb2.LayerParameter.CONNECTED and \
-            layer.name not in getattr(net, "connectivity_masks", {}):
-        return
-    from .sparsity.connectivity import disconnect_layer
-    spec = layer.param.param[0] if len(layer.param.param) else caffe_pb2.ParamSpec()
-    thr = spec.zerout_threshold if spec.HasField("zerout_threshold") else \
-        caffe_pb2.SSLStabilizeParameter().zerout_threshold
-    disconnect_layer(net, layer, float(thr))

@@ -127,20 +127,3 @@ def check_param_shape(layer, shape) -> tuple:
         budget.charge(layer.name, f"param {len(layer.params)}", dims, copies=3)
     return dims
 
-
-def check_solverstate(st, path: str):
-    """A restored solver state's values are possible: iter and current_step in [0, 2^31), finite history."""
-    from .errors import CaffemodelFormatError
-    import numpy as np
-    for name in ("iter", "current_step"):
-        v = getattr(st, name)
-        if not 0 <= v < 2 ** 31:
-            raise CaffemodelFormatError(f"{path}: solverstate field '{name}' is {v}; it must be in [0, 2^31)")
-    for i, h in enumerate(st.history):
-        if not np.isfinite(h).all():
-            raise CaffemodelFormatError(f"{path}: solverstate history blob {i} holds NaN or Inf values")
-    if not isinstance(st.learned_net, str):
-        raise CaffemodelFormatError(f"{path}: solverstate field 'learned_net' is not UTF-8 text")
-    if "\0" in st.learned_net:
-        raise CaffemodelFormatError(f"{path}: solverstate field 'learned_net' holds a NUL character")
-    return st

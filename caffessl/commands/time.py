@@ -35,7 +35,7 @@ def layer_flops(layer, blobs):
     from ..conv_modes import active_mode
     from ..conv_modes.inner_product import ip_matrix, ip_structure
     from ..conv_modes.lowering import structure
-    if layer.type not in ("Convolution", "InnerProduct") or not layer.params:
+    if not layer.sparse_modes or not layer.params:
         return None
     w = layer.params[0]
     top = blobs[layer.param.top[0]]
@@ -63,8 +63,7 @@ def run(args):
     net = caffe.Net(args.model, phase, weights=args.weights)
     if args.conv_mode:
         set_conv_mode(net, args.conv_mode)
-    sparse = any(active_mode(l) != "LOWERED_GEMM" for l in net.layers
-                 if l.type in ("Convolution", "InnerProduct"))
+    sparse = any(active_mode(l) != "LOWERED_GEMM" for l in net.layers if l.sparse_modes)
     has_loss = bool(net._loss_tops) or net.force_backward
     do_backward = has_loss and not sparse
     names = [l.name for l in net.layers]

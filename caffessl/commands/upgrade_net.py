@@ -9,9 +9,20 @@ def add_arguments(p):
     p.add_argument("--out-weights", help="where to write the upgraded caffemodel (needs --weights)")
 
 
+def upgrade_net_files(model, out_model, weights=None, out_weights=None) -> None:
+    """Read a (legacy) prototxt and optionally its caffemodel, write both in the current format."""
+    from ..io.atomic import atomic_write
+    from ..io.caffemodel import read_net_binary
+    from ..io.prototxt import read_net_prototxt, write_prototxt
+    net = read_net_prototxt(model)          # upgraded on read
+    write_prototxt(out_model, net)
+    if weights:
+        wnet = read_net_binary(weights)     # upgraded on read, blobs kept
+        atomic_write(out_weights, wnet.SerializeToString())
+
+
 def run(args):
     from ..errors import CaffeSSLError
-    from ..io.upgrade_legacy import upgrade_net_files
     if bool(args.weights) != bool(args.out_weights):
         raise CaffeSSLError("upgrade-net: --weights and --out-weights go together")
     upgrade_net_files(args.model, args.out_model, args.weights, args.out_weights)

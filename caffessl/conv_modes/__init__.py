@@ -108,7 +108,7 @@ def set_conv_mode(net, mode):
     value = parse_mode(mode)
     done = {}
     for layer in net.layers:
-        if layer.type not in ("Convolution", "InnerProduct") or not layer.params:
+        if not layer.sparse_modes or not layer.params:
             continue
         layer.conv_mode = value
         layer.engine = make_engine(layer, value)

@@ -6,16 +6,12 @@ import math
 import numpy as np
 
 from ..errors import DataSourceError
+from ..io.wire import decode
 from ..proto import caffe_pb2
 
 
 def parse_datum(raw: bytes, where: str) -> caffe_pb2.Datum:
-    d = caffe_pb2.Datum()
-    try:
-        d.ParseFromString(raw)
-    except Exception as e:  # protobuf DecodeError
-        raise DataSourceError(f"{where}: corrupt Datum record ({e})") from None
-    return d
+    return decode(caffe_pb2.Datum(), raw, DataSourceError, f"{where}: corrupt Datum record")
 
 
 def datum_to_array(d: caffe_pb2.Datum, color=None, where: str = "datum") -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import DataSourceError
+from ..io.wire import decode
 from ..proto import caffe_pb2
 from .datum import RawDatumBatches, datum_to_array, parse_datum
 
@@ -78,12 +79,7 @@ class DatumBatchLoader:
 
 
 def _parse_or_none(raw: bytes):
-    d = caffe_pb2.Datum()
-    try:
-        d.ParseFromString(raw)
-    except Exception:  # reported with the record's name by the slow path
-        return None
-    return d
+    return decode(caffe_pb2.Datum(), raw)   # None: reported with the record's name by the slow path
 
 
 def _raw_uint8_batch(datums):

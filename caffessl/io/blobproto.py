@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ArrayShapeError, CaffemodelFormatError
 from ..proto import caffe_pb2
+from .wire import decode
 
 
 def blob_shape(bp) -> tuple:
@@ -60,11 +61,7 @@ def read_binaryproto(path) -> np.ndarray:
     from .limits import read_file
     path = os.fspath(path)
     raw = read_file(path, "binaryproto")
-    bp = caffe_pb2.BlobProto()
-    try:
-        bp.ParseFromString(raw)
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise CaffemodelFormatError(f"{path}: not a binary BlobProto ({e})") from None
+    bp = decode(caffe_pb2.BlobProto(), raw, CaffemodelFormatError, f"{path}: not a binary BlobProto")
     if not (len(bp.data) or len(bp.double_data)):
         raise CaffemodelFormatError(f"{path}: not a binary BlobProto (it holds no values)")
     return blobproto_to_array(bp, path)
@@ -107,11 +104,8 @@ def arraylist_to_blobprotovector_str(arraylist) -> bytes:
 
 def blobprotovector_str_to_arraylist(s: bytes) -> list:
     """pycaffe: the arrays (float64) of a serialized BlobProtoVector."""
-    vec = caffe_pb2.BlobProtoVector()
-    try:
-        vec.ParseFromString(s)
-    except Exception as e:  # protobuf's DecodeError
-        raise CaffemodelFormatError(f"blobprotovector_str_to_arraylist: not a BlobProtoVector ({e})") from None
+    vec = decode(caffe_pb2.BlobProtoVector(), s, CaffemodelFormatError,
+                 "blobprotovector_str_to_arraylist: not a BlobProtoVector")
     return [pycaffe_blobproto_to_array(b) for b in vec.blobs]
 
 

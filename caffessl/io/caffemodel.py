@@ -13,6 +13,8 @@ from ..errors import CaffemodelFormatError, FileMissingError
 from ..proto import caffe_pb2
 from .blobproto import blobproto_to_array
 from .limits import check_file_size, read_file
+from .upgrade import upgrade_net_as_needed
+from .wire import decode
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -33,20 +35,17 @@ def _looks_like_text(raw: bytes) -> bool:
 
 def read_net_binary(path) -> "caffe_pb2.NetParameter":
     """Parse a binary caffemodel into an (upgraded) NetParameter, with clear errors."""
-    from .upgrade import upgrade_net_as_needed
     path = os.fspath(path)
     raw = read_file(path, "caffemodel")
     if not raw:
         raise CaffemodelFormatError(f"{path}: empty file, not a caffemodel")
-    net = caffe_pb2.NetParameter()
-    try:
-        net.ParseFromString(raw)
-    except Exception as e:
+    net = decode(caffe_pb2.NetParameter(), raw)
+    if net is None:
         if _looks_like_text(raw):
             raise CaffemodelFormatError(
                 f"{path}: this is a text prototxt, not a binary caffemodel (pass it as the model, "
-                f"not the weights)") from None
-        raise CaffemodelFormatError(f"{path}: not a caffemodel, or truncated ({e})") from None
+                f"not the weights)")
+        decode(caffe_pb2.NetParameter(), raw, CaffemodelFormatError, f"{path}: not a caffemodel, or truncated")
     if not len(net.layer) and not len(net.layers):
         raise CaffemodelFormatError(f"{path}: not a caffemodel (no layers in it)")
     return upgrade_net_as_needed(net, path)
@@ -106,7 +105,7 @@ def write_caffemodel(path, net_param, layer_blobs: dict, layer_diffs: dict | Non
     ``data`` then ``shape``, the order Caffe's serializer uses), so no float goes through Python lists.
     """
     from .atomic import atomic_path
-    from .wire import encode_blobproto, encode_field
+    from .wire import F_LAYER_BLOBS, F_NET_LAYER, encode_blobproto, encode_field
     head = caffe_pb2.NetParameter()
     head.CopyFrom(net_param)
     head.ClearField("layer")
@@ -120,9 +119,9 @@ def write_caffemodel(path, net_param, layer_blobs: dict, layer_diffs: dict | Non
                 del lp.blobs[:]
                 arrays = _entry(layer_blobs, i, lp.name) or []
                 diffs = _entry(layer_diffs, i, lp.name) or [None] * len(arrays)
-                blobs = [encode_field(7, encode_blobproto(a, d)) for a, d in zip(arrays, diffs)]
+                blobs = [encode_field(F_LAYER_BLOBS, encode_blobproto(a, d)) for a, d in zip(arrays, diffs)]
                 body = lp.SerializeToString()
-                f.write(encode_field(100, None, len(body) + sum(len(b) for b in blobs)))
+                f.write(encode_field(F_NET_LAYER, None, len(body) + sum(len(b) for b in blobs)))
                 f.write(body)
                 for b in blobs:
                     f.write(b)

@@ -7,6 +7,7 @@ from google.protobuf import text_format
 
 from ..errors import PrototxtParseError
 from ..proto import caffe_pb2
+from .upgrade import upgrade_net_as_needed, upgrade_solver_as_needed
 
 
 def _read_text(path) -> str:
@@ -41,13 +42,11 @@ def read_prototxt(path, message):
 
 def read_net_prototxt(path) -> "caffe_pb2.NetParameter":
     """Read a NetParameter from a prototxt and upgrade legacy (V0/V1) content as Caffe does."""
-    from .upgrade import upgrade_net_as_needed
     net = read_prototxt(path, caffe_pb2.NetParameter())
     return upgrade_net_as_needed(net, os.fspath(path))
 
 
 def read_solver_prototxt(path) -> "caffe_pb2.SolverParameter":
-    from .upgrade import upgrade_solver_as_needed
     sp = read_prototxt(path, caffe_pb2.SolverParameter())
     return upgrade_solver_as_needed(sp, os.fspath(path))
 

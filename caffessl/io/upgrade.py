@@ -1,7 +1,9 @@
 """Legacy upgrades, as Caffe's upgrade_proto.cpp does on load (UpgradeNetAsNeeded)."""
 from __future__ import annotations
 
+from ..errors import SolverConfigError
 from ..proto import caffe_pb2
+from .upgrade_legacy import upgrade_batchnorm, upgrade_v1_net
 
 
 def net_needs_input_upgrade(net) -> bool:
@@ -40,11 +42,9 @@ def upgrade_net_input(net) -> None:
 
 def upgrade_net_as_needed(net, source: str = "<net>"):
     if len(net.layers):
-        from .upgrade_legacy import upgrade_v1_net  # V0 and V1 layers
-        upgrade_v1_net(net, source)
+        upgrade_v1_net(net, source)           # V0 and V1 layers
     if net_needs_input_upgrade(net):
         upgrade_net_input(net)
-    from .upgrade_legacy import upgrade_batchnorm
     upgrade_batchnorm(net)
     return net
 
@@ -56,9 +56,14 @@ def upgrade_solver_as_needed(sp, source: str = "<solver>"):
         mapped = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
                   "ADADELTA": "AdaDelta", "ADAM": "Adam"}[names[sp.solver_type]]
         if sp.HasField("type") and sp.type != mapped:
-            from ..errors import SolverConfigError
             raise SolverConfigError(f"{source}: both solver_type ({names[sp.solver_type]}) and type "
                                     f"({sp.type}) are set and disagree")
         sp.type = mapped
         sp.ClearField("solver_type")
+    # nets written inside the solver are upgraded here, once, like the net files the solver names
+    for f in ("train_net_param", "net_param"):
+        if sp.HasField(f):
+            upgrade_net_as_needed(getattr(sp, f), f"{source}: {f}")
+    for p in sp.test_net_param:
+        upgrade_net_as_needed(p, f"{source}: test_net_param")
     return sp

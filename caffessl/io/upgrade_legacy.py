@@ -296,17 +296,3 @@ def upgrade_batchnorm(net) -> None:
     for lp in net.layer:
         if lp.type == "BatchNorm" and len(lp.param) == 3:
             lp.ClearField("param")
-
-
-# -- files (upgrade_net_proto_text / upgrade_net_proto_binary) -----------------------------------------
-
-def upgrade_net_files(model, out_model, weights=None, out_weights=None) -> None:
-    """Read a (legacy) prototxt and optionally its caffemodel, write both in the current format."""
-    from .atomic import atomic_write
-    from .caffemodel import read_net_binary
-    from .prototxt import read_net_prototxt, write_prototxt
-    net = read_net_prototxt(model)          # upgraded on read
-    write_prototxt(out_model, net)
-    if weights:
-        wnet = read_net_binary(weights)     # upgraded on read, blobs kept
-        atomic_write(out_weights, wnet.SerializeToString())

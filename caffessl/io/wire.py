@@ -25,6 +25,19 @@ F_BLOB_LEGACY = {_BLOB[n].number: i for i, n in enumerate(("num", "channels", "h
 F_SHAPE_DIM = caffe_pb2.BlobShape.DESCRIPTOR.fields_by_name["dim"].number
 
 
+def decode(message, raw, error=None, what: str = ""):
+    """``message`` parsed from the binary protobuf ``raw`` and returned. A malformed ``raw`` (protobuf's
+    DecodeError and friends) raises ``error(f"{what} ({reason})")`` -- a caffessl.errors class -- or, with
+    ``error=None``, returns None."""
+    try:
+        message.ParseFromString(raw)
+    except Exception as e:  # protobuf's DecodeError, or RuntimeError/ValueError from some backends
+        if error is None:
+            return None
+        raise error(f"{what} ({type(e).__name__}: {e})") from None
+    return message
+
+
 class _Unhandled(Exception):
     pass
 

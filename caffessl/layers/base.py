@@ -14,10 +14,13 @@ runs them under ``no_grad`` and ``force_backward`` skips them instead of abortin
 from __future__ import annotations
 
 import difflib
+import logging
 
 import torch
 
 from ..errors import LayerConfigError, ShapeMismatchError, UnknownLayerTypeError
+
+log = logging.getLogger("caffessl")
 
 LAYERS: dict[str, type["Layer"]] = {}
 
@@ -64,6 +67,11 @@ class Layer:
     has_backward = True      # False: no gradient at all (run under no_grad)
     is_data = False          # produces its tops from a source (no bottoms)
     no_grad_bottoms: tuple = ()  # bottom indices that never receive a gradient (labels, indices)
+    # params[0] is an SSL weight matrix (caffessl.weights_matrix: rows = outputs, columns = lowered inputs):
+    # connectivity masks, FLOP counts (Convolution, Deconvolution, InnerProduct)
+    weight_matrix = False
+    # runs the sparse conv_mode engines, and is what the fork analyses and slims (Convolution, InnerProduct)
+    sparse_modes = False
 
     def __init__(self, param, phase: int, device=None, dtype=torch.float32):
         self.param = param          # caffe_pb2.LayerParameter (a private copy; setup may add ParamSpecs)
@@ -73,6 +81,9 @@ class Layer:
         self.dtype = dtype
         self.params: list[torch.Tensor] = []   # learnable blobs (torch Parameters), Caffe order
         self._blob_views = None
+        # the connectivity mask of params[0] (same shape and dtype, 1 trains, 0 freezes), or None: the solver
+        # applies W -= mask .* update. Set when weights are loaded (connectivity_mode), or with set_mask.
+        self.mask: torch.Tensor | None = None
 
     # -- the four steps -------------------------------------------------------------------------
     def setup(self, bottom_shapes: list[tuple]) -> None:
@@ -86,7 +97,54 @@ class Layer:
         raise NotImplementedError(f"layer type {self.type} has no forward")
 
     def on_weights_loaded(self, fmt: str) -> None:
-        """Called after Net.copy_from filled this layer's blobs (fmt: 'binary' or 'hdf5')."""
+        """Called after Net.copy_from filled this layer's blobs (fmt: 'binary' or 'hdf5'): Caffe's WeightAlign.
+        A weight-matrix layer applies its connectivity_mode here (subclasses extend, calling this first)."""
+        if self.weight_matrix and self.params:
+            self.apply_connectivity_mode()
+
+    def apply_connectivity_mode(self) -> None:
+        """Layer::WeightAlign -> Blob::Disconnect for ``connectivity_mode`` (the fork builds the mask from
+        binaryproto caffemodels only; caffessl from HDF5 weights too). CONNECTED drops any mask; otherwise the
+        weights are zeroed at the param's zerout_threshold (schema default 1e-4) and the mask is built from
+        them: DISCONNECTED_ELTWISE freezes every zero weight, DISCONNECTED_GRPWISE the weights lying in an
+        all-zero row or column of their conv group. The mask never touches the history, forward or
+        backward, and is never serialized."""
+        from ..proto import caffe_pb2
+        from ..weights_matrix import conv_groups, eltwise_mask, groupwise_mask, zerout_
+        lp = self.param
+        mode = lp.connectivity_mode
+        if mode == caffe_pb2.LayerParameter.CONNECTED:
+            self.mask = None
+            return
+        spec = lp.param[0] if len(lp.param) else caffe_pb2.ParamSpec()
+        thr = spec.zerout_threshold if spec.HasField("zerout_threshold") else \
+            caffe_pb2.SSLStabilizeParameter().zerout_threshold
+        w = self.params[0]
+        with torch.no_grad():
+            w.masked_fill_(w.abs() < float(thr), 0)
+        if mode == caffe_pb2.LayerParameter.DISCONNECTED_ELTWISE:
+            self.set_mask(eltwise_mask(w))
+            log.info("all zero weights of %s are frozen", self.name)
+        elif mode == caffe_pb2.LayerParameter.DISCONNECTED_GRPWISE:
+            groups = conv_groups(lp) if self.type != "InnerProduct" else 1
+            self.set_mask(groupwise_mask(w, groups))
+            log.info("weights lying in all-zero groups of %s are frozen", self.name)
+        else:
+            self.fail(f"unknown connectivity_mode {mode}")
+
+    def set_mask(self, mask) -> None:
+        """Freeze entries of the weights (params[0]): ``mask`` (array or tensor of the weights' shape, 1 =
+        trains, 0 = frozen) multiplies every update the solver applies; None removes the mask."""
+        if mask is None:
+            self.mask = None
+            return
+        if not self.params:
+            self.fail("set_mask: the layer has no weights")
+        w = self.params[0]
+        m = torch.as_tensor(mask)
+        if tuple(m.shape) != tuple(w.shape):
+            self.shape_error(f"set_mask: mask of shape {tuple(m.shape)}, the weights have shape {tuple(w.shape)}")
+        self.mask = m.detach().to(device=w.device, dtype=w.dtype)
 
     def on_weights_shared(self, source: "Layer") -> None:
         """Called after Net.share_with made this layer use ``source``'s blobs."""

@@ -15,6 +15,8 @@ from .base import Layer, register
 class InnerProduct(Layer):
     num_bottoms = 1
     num_tops = 1
+    weight_matrix = True
+    sparse_modes = True
     engine = None  # a caffessl.conv_modes engine, set by conv_modes.set_conv_mode (sparse inference)
 
     def setup(self, bottom_shapes):

@@ -129,6 +129,8 @@ class _ConvBase(_ConvGeometry):
 class Convolution(_ConvBase):
     """Dense convolution = the conv-modes' LOWERED_GEMM path. Other conv modes run through ``self.engine``,
     which caffessl.conv_modes builds (on weight loading / parameter change); ``None`` means dense."""
+    weight_matrix = True
+    sparse_modes = True
 
     def setup(self, bottom_shapes):
         self._conv_setup(bottom_shapes[0])
@@ -178,7 +180,8 @@ class Convolution(_ConvBase):
         return run
 
     def on_weights_loaded(self, fmt):
-        """Hook for caffessl.conv_modes (builds ``self.engine`` for sparse conv modes)."""
+        """Connectivity mask (Layer), then caffessl.conv_modes builds ``self.engine`` for sparse conv modes."""
+        super().on_weights_loaded(fmt)
         from ..conv_modes import make_engine  # Caffe's WeightAlign: build the conv_mode structures once
         self.engine = make_engine(self)
 
@@ -188,6 +191,7 @@ class Deconvolution(_ConvBase):
     """Transposed convolution. Weights (C_in, C_out/group, k...); out = s(in-1) + d(k-1)+1 - 2p.
     Its forward is Caffe's backward-data GEMM, which the SSL fork refuses in every conv_mode but LOWERED_GEMM
     (ssl_fork.md 5): such a layer is a configuration error here."""
+    weight_matrix = True
 
     def setup(self, bottom_shapes):
         self._conv_setup(bottom_shapes[0])

@@ -13,7 +13,7 @@ For one learnable param, from the pre-update weights W, in the fork's order (sgd
 
 Group terms: grad += lambda * W / ||group|| (0 for a group whose norm is exactly 0), term = lambda * sum ||group||.
 Columns per conv group are the (R/g) x 1 tiling and rows the 1 x C tiling, so 2-4 are all one vectorized
-"block" step (caffessl.sparsity.matrix.group_lasso_step). The fork runs 2 and 3 only on GPU and aborts on
+"block" step (caffessl.weights_matrix.group_lasso_step). The fork runs 2 and 3 only on GPU and aborts on
 CPU; caffessl runs them on every device.
 
 Everything is validated once, at set-up (``Regularizer(net, solver_param)``), and each param gets a plan so
@@ -25,10 +25,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..errors import FileMissingError, ShapeMismatchError, SolverConfigError
-from ..sparsity.matrix import add_group_lasso_, check_block, group_lasso_step, matrix_shape
+from ..weights_matrix import add_group_lasso_, check_block, group_lasso_step, matrix_shape
 
 log = logging.getLogger("caffessl")
 
@@ -66,6 +67,16 @@ class Regularizer:
         self.plans: dict[tuple, _Plan] = {}
         for info in self.params:
             self.plans[param_key(info)] = self._plan(info, solver_param)
+        # params whose only term is plain L2 weight decay (no decay_proto, no group Lasso), by lambda: one
+        # torch._foreach_add_ per distinct lambda in apply_all; the other active params go through apply
+        self._l2_groups: dict[float, list] = {}
+        self._by_param: list = []
+        for info in self.params:
+            p = self.plans[param_key(info)]
+            if p.wd != 0 and p.wd_type == "L2" and p.decay is None and not p.blocks:
+                self._l2_groups.setdefault(p.wd, []).append(info)
+            elif p.active:
+                self._by_param.append(info)
 
     # -- set-up -------------------------------------------------------------------------------------
     def _plan(self, info, sp) -> _Plan:
@@ -169,12 +180,31 @@ class Regularizer:
         return float(term) if want_term else 0.0
 
     def apply_all(self, want_term: bool = True) -> float:
-        """``apply`` for every learnable param in net order; the summed term."""
-        return sum(self.apply(info, want_term) for info in self.params)
+        """``apply`` for every learnable param: the plain-L2 params with one ``torch._foreach_add_`` per
+        lambda (the same in-place op, so the same bits), the others one by one. Returns the term summed in
+        float32 in net order (0.0 with ``want_term=False``)."""
+        terms = {}
+        with torch.no_grad():
+            for lam, infos in self._l2_groups.items():
+                have = [i for i in infos if i.tensor.grad is not None]
+                if have:
+                    torch._foreach_add_([i.tensor.grad for i in have], [i.tensor.detach() for i in have],
+                                        alpha=lam)
+                for info in infos if want_term else ():   # params without a gradient too, as the fork logs
+                    w = info.tensor.detach()
+                    terms[param_key(info)] = float((w * w).sum() * (lam / 2))
+        for info in self._by_param:
+            terms[param_key(info)] = self.apply(info, want_term)
+        if not want_term:
+            return 0.0
+        total = np.float32(0)
+        for info in self.params:
+            total += np.float32(terms.get(param_key(info), 0.0))
+        return float(total)
 
     # -- display ------------------------------------------------------------------------------------
     def sparsity_lines(self) -> list[str]:
-        """The fork's four two-line sparsity messages on the current weights (see caffessl.sparsity.log)."""
-        from ..sparsity.log import sparsity_messages
+        """The fork's four two-line sparsity messages on the current weights (see solver/sparsity_log.py)."""
+        from .sparsity_log import sparsity_messages
         from .stabilize import solver_zerout_threshold
         return sparsity_messages(self.params, solver_zerout_threshold(self.solver_param))

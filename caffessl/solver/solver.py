@@ -5,8 +5,8 @@ One iteration, exactly as Caffe orders it::
 
     ClearParamDiffs -> [TestAll] -> callbacks' on_start -> iter_size x ForwardBackward -> smoothed loss
     -> display -> callbacks' on_gradients_ready -> ApplyUpdate: lr, [lr + sparsity lines], ClipGradients,
-       per param {normalize, Regularizer.apply, update rule}, then per param Stabilizer.update (W -= mask*update,
-       Zerout)
+       normalize, regularize, compute update value (one rule call per lr_mult group), update params
+       (W -= mask*update, Zerout) -- see apply_update
     -> [Total regularization terms] -> iter += 1 -> [snapshot] -> [stop]
 
 Everything is driven by the SolverParameter; the update rules are the functions in ``updates.py``.
@@ -22,10 +22,10 @@ from .. import mode
 from ..errors import CaffemodelFormatError, SolverConfigError
 from ..log import fmt_num, get_logger
 from ..proto import caffe_pb2
-from . import fused, guard, updates
+from . import guard, updates
 from .lr_policy import check_policy, learning_rate
-from .snapshot import SolverStateData, read_solverstate, snapshot_filename, write_solverstate, \
-    write_solverstate_hdf5
+from ..io.solverstate import SolverStateData, read_solverstate, write_solverstate, write_solverstate_hdf5
+from .snapshot import snapshot_filename
 
 log = get_logger()
 f32 = np.float32
@@ -64,11 +64,9 @@ def train_net_param(sp, source) -> "caffe_pb2.NetParameter":
     if len(fields) > 1:
         raise SolverConfigError(f"{source}: more than one train net given ({', '.join(fields)}); set exactly one")
     f = fields[0]
-    if f.endswith("_param"):
-        from ..io.upgrade import upgrade_net_as_needed
+    if f.endswith("_param"):       # upgraded with the SolverParameter (io.upgrade.upgrade_solver_as_needed)
         net_param = caffe_pb2.NetParameter()
         net_param.CopyFrom(getattr(sp, f))
-        upgrade_net_as_needed(net_param, f"{source}: {f}")
     else:
         net_param = _read_net_file(getattr(sp, f), f, source)
     state = caffe_pb2.NetState()
@@ -81,7 +79,6 @@ def train_net_param(sp, source) -> "caffe_pb2.NetParameter":
 
 def test_net_params(sp, source) -> list:
     """Solver::InitTestNets: test_net_param, then test_net files, then instances of the generic net."""
-    from ..io.upgrade import upgrade_net_as_needed
     generic = [f for f in ("net_param", "net") if sp.HasField(f)]
     if len(generic) > 1:
         raise SolverConfigError(f"{source}: both net_param and net are given; set one")
@@ -105,14 +102,13 @@ def test_net_params(sp, source) -> list:
     for p in sp.test_net_param:
         q = caffe_pb2.NetParameter()
         q.CopyFrom(p)
-        params.append(upgrade_net_as_needed(q, f"{source}: test_net_param"))
+        params.append(q)
     for path in sp.test_net:
         params.append(_read_net_file(path, "test_net", source))
     if generic and n_total > n_specific:
         if sp.HasField("net_param"):
             base = caffe_pb2.NetParameter()
             base.CopyFrom(sp.net_param)
-            upgrade_net_as_needed(base, f"{source}: net_param")
         else:
             base = _read_net_file(sp.net, "net", source)
         for _ in range(n_total - n_specific):
@@ -164,8 +160,8 @@ class Solver:
         self.source = source
         self.solver_type = self.type_name or sp.type
         check_solver_param(sp, self.solver_type, source)
-        self._rule, n_hist = updates.RULES[self.solver_type]
-        self._hp = updates.hyper_parameters(self.solver_type, sp)
+        self._rule = updates.RULES[self.solver_type]
+        self._hp = self._rule.hyper_parameters(sp)
         log.info("Initializing solver from parameters: \n%s", _text(sp))
         if sp.random_seed >= 0:
             mode.set_random_seed(sp.random_seed)
@@ -183,7 +179,14 @@ class Solver:
         for info in self.params:
             if info.tensor.grad is None:
                 info.tensor.grad = torch.zeros_like(info.tensor)
-        self.history = [torch.zeros_like(info.tensor) for _ in range(n_hist) for info in self.params]
+        n = len(self.params)
+        self.history = [torch.zeros_like(info.tensor) for _ in range(self._rule.n_history) for info in self.params]
+        # the params by lr_mult (one rule call each): (lr_mult, their indices, their history per slot)
+        by_mult: dict = {}
+        for i, info in enumerate(self.params):
+            by_mult.setdefault(float(info.lr_mult), []).append(i)
+        self._rate_groups = [(m, idx, [[self.history[k * n + i] for i in idx] for k in range(self._rule.n_history)])
+                             for m, idx in by_mult.items()]
         self.regularizer = Regularizer(self.net, sp)
         self.stabilizer = Stabilizer(self.net, sp)
         self.iter = 0
@@ -196,7 +199,6 @@ class Solver:
         self.progress = None                # an object with .update(n) (tqdm), set by the CLI on a terminal
         self.last_snapshot: tuple | None = None
         self.last_regularization_term = 0.0
-        self._fused = None                  # fused.plan(self) once known (False: the per-param path)
         self._callbacks: list = []          # (on_start, on_gradients_ready) pairs: Caffe's callbacks_
         if sp.snapshot_prefix:
             guard.remove_orphans(sp.snapshot_prefix)   # temporary files of a snapshot a kill interrupted
@@ -309,48 +311,62 @@ class Solver:
 
     # -- the update (SGDSolver::ApplyUpdate + Net::Update) --------------------------------------------
     def apply_update(self, display: bool = False) -> float:
-        sp = self.param
-        rate, self.current_step, moved = learning_rate(sp, self.iter, self.current_step)
+        """SGDSolver::ApplyUpdate, the same named steps on every iteration; returns the regularization term
+        (computed on display iterations only, else 0.0).
+
+        The gradients are final when this starts: callbacks' ``on_gradients_ready`` ran just before (that is
+        where a data-parallel all-reduce of the diffs belongs, as Caffe 1.0's P2PSync does it). A step that
+        acts on the weights after the update (decoupled weight decay) goes after ``update_params``."""
+        rate = self.get_learning_rate(display)
+        self.clip_gradients()
+        self.normalize()
+        term = self.regularize(display)
+        self.compute_update_value(rate)
+        self.update_params()
+        self.last_regularization_term = term
+        return term
+
+    def get_learning_rate(self, display: bool = False) -> float:
+        """GetLearningRate (advancing a multistep policy's step) and, on display iterations, the lr line and
+        the fork's sparsity lines."""
+        rate, self.current_step, moved = learning_rate(self.param, self.iter, self.current_step)
         if moved:
             log.info("MultiStep Status: Iteration %d, step = %d", self.iter, self.current_step)
         if display:
             log.info("Iteration %d, lr = %s", self.iter, fmt_num(rate))
             for line in self.regularizer.sparsity_lines():
                 log.info("%s", line)
-        self.clip_gradients()
-        if not display:
-            if self._fused is None:
-                self._fused = fused.plan(self) or False
-            if self._fused and fused.sgd_step(self, self._fused, rate):
-                self.last_regularization_term = 0.0
-                return 0.0
-        n = len(self.params)
-        norm = float(f32(1) / f32(sp.iter_size))
-        term = f32(0)
-        updates_ = []
-        hp = self._hp
-        for i, info in enumerate(self.params):
-            diff = info.tensor.grad
-            if sp.iter_size > 1:
-                diff.mul_(norm)
-            term += f32(self.regularizer.apply(info, want_term=display))
-            hist = self.history[i::n]
-            local_rate = float(f32(rate) * f32(info.lr_mult))
-            if self.solver_type == "Adam":
-                u = self._rule(diff, hist, local_rate=local_rate, t=self.iter + 1, **hp)
-            else:
-                u = self._rule(diff, hist, local_rate=local_rate, **hp)
-            updates_.append(u)
-        for info, u in zip(self.params, updates_):
-            self.stabilizer.update(info, u)
-        self.last_regularization_term = float(term)
-        return float(term)
+        return rate
+
+    def normalize(self):
+        """Normalize: diffs accumulated over iter_size forward/backward passes are scaled by 1/iter_size."""
+        if self.param.iter_size > 1:
+            torch._foreach_mul_(self._grads(), float(f32(1) / f32(self.param.iter_size)))
+
+    def regularize(self, display: bool = False) -> float:
+        """Regularize: weight decay and the SSL group Lasso terms added to the diffs (regularize.py)."""
+        return self.regularizer.apply_all(want_term=display)
+
+    def compute_update_value(self, rate: float):
+        """ComputeUpdateValue: the rule (updates.py) for each group of params sharing a local rate
+        (rate * lr_mult in float32); the update values replace the diffs, the history advances."""
+        grads = self._grads()
+        for lr_mult, idx, history in self._rate_groups:
+            self._rule.fn([grads[i] for i in idx], history, local_rate=float(f32(rate) * f32(lr_mult)),
+                          t=self.iter + 1, **self._hp)
+
+    def _grads(self) -> list:
+        return [info.tensor.grad for info in self.params]
+
+    def update_params(self):
+        """Net::Update: W -= mask .* update for every learnable param, then Zerout (stabilize.py)."""
+        self.stabilizer.update_all(self.params)
 
     def clip_gradients(self):
         clip = self.param.clip_gradients
         if clip < 0:
             return
-        grads = [info.tensor.grad for info in self.params]
+        grads = self._grads()
         sumsq = torch.stack([(g * g).sum() for g in grads]).sum() if grads else torch.zeros(())
         l2 = float(torch.sqrt(sumsq))
         if l2 > clip:

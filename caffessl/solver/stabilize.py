@@ -2,8 +2,9 @@
 
 For each learnable param, after the solver rule computed ``update_value``:
 
-    W -= mask .* update_value        (mask: the layer's connectivity mask, if weights were loaded with a
-                                      connectivity_mode other than CONNECTED; it never touches the history)
+    W -= mask .* update_value        (mask: ``layer.mask`` of the layer owning the weights -- set when weights
+                                      are loaded with a connectivity_mode other than CONNECTED, or by
+                                      ``layer.set_mask``; it never touches the history)
     W[|W| < threshold] = 0           ("Zerout": strict, so exactly +-threshold is kept)
 
 The threshold is the fork's compile-time ZEROUT_THRESHOLD (1e-4), made configurable by caffessl's schema
@@ -13,15 +14,14 @@ defaults (1e-4, ALL_PARAMS: weights, biases, BatchNorm statistics, frozen params
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..errors import SolverConfigError
 from ..proto import caffe_pb2
+from ..weights_matrix import zerout_
 from .regularize import param_key
 
 _Scope = caffe_pb2.SSLStabilizeParameter
-_NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def solver_zerout_threshold(solver_param) -> float:
@@ -32,21 +32,6 @@ def solver_zerout_threshold(solver_param) -> float:
 def default_zerout_threshold() -> float:
     """The schema default (the fork's ZEROUT_THRESHOLD), used where no solver is involved (weight load)."""
     return float(caffe_pb2.SSLStabilizeParameter().zerout_threshold)
-
-
-def zerout_(t: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Blob::Zerout in place: every entry with -threshold < w < threshold becomes exactly 0."""
-    if threshold > 0:
-        if t.dtype in _NP_DTYPE:
-            # |w| < thr  <=>  |w| <= the largest value of the dtype below thr: hardshrink's test, one fused
-            # pass (masked_fill_ on t.abs() < thr needs three); NaN stays, zeros come out as +0 either way
-            dt = _NP_DTYPE[t.dtype]
-            lam = float(np.nextafter(dt(threshold), dt(0)))
-            d = t.detach()
-            torch.hardshrink(d, lam, out=d)
-        else:
-            t.masked_fill_(t.abs() < threshold, 0)
-    return t
 
 
 class Stabilizer:
@@ -72,11 +57,10 @@ class Stabilizer:
                 thr = base
             self.thresholds[param_key(info)] = thr
 
-    def mask_for(self, info):
-        masks = getattr(self.net, "connectivity_masks", None)
-        if not masks or info.index != 0:
-            return None
-        m = masks.get(info.layer_name)
+    @staticmethod
+    def mask_for(info):
+        """The connectivity mask of the layer that owns ``info`` (weights only), or None."""
+        m = info.layer.mask if info.index == 0 else None
         if m is None or m.shape != info.tensor.shape:
             return None
         return m
@@ -91,3 +75,25 @@ class Stabilizer:
             else:
                 w.sub_(update_value)
             zerout_(w, self.thresholds.get(param_key(info), 0.0))
+
+    def update_all(self, params) -> None:
+        """Net::Update for ``params`` (ParamInfo list): each one's update value is its ``grad`` (where the
+        rule left it, as Caffe leaves it in the diff). W -= update with one ``torch._foreach_sub_`` (masked
+        weights: W -= mask .* update), then Zerout per param."""
+        with torch.no_grad():
+            plain, masked = [], []
+            for info in params:
+                m = self.mask_for(info)
+                if m is None:
+                    plain.append(info.tensor.detach())
+                    masked.append(None)
+                else:
+                    masked.append(m)
+            if plain:
+                torch._foreach_sub_(plain, [i.tensor.grad for i, m in zip(params, masked) if m is None])
+            for info, m in zip(params, masked):
+                w = info.tensor.detach()
+                if m is not None:
+                    u = info.tensor.grad
+                    w.sub_(u * m.to(u.dtype))
+                zerout_(w, self.thresholds.get(param_key(info), 0.0))

@@ -1,2 +1,2 @@
-"""Structure of sparse weights: the fork's 2-D matrix view, structure statistics, FLOP counting, log lines,
-connectivity masks."""
+"""Structure of sparse weights: per-layer analysis, FLOP counting, plots and slimming. The weight-matrix view
+and its statistics live in caffessl.weights_matrix; connectivity masks on the layers (Layer.mask)."""

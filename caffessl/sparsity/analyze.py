@@ -23,16 +23,14 @@ import numpy as np
 import torch
 
 from ..errors import CaffeSSLError, LayerConfigError, WeightsError
-from .matrix import as_matrix, check_block, conv_groups, tile_nonzero
-
-ANALYZED_TYPES = ("Convolution", "InnerProduct")   # the fork tests the layer type string for exactly these
+from ..proto import caffe_pb2
+from ..weights_matrix import as_matrix, check_block, conv_groups, tile_nonzero, zerout_
 
 
 def default_threshold() -> float:
     """The fork's zero threshold (ZEROUT_THRESHOLD = the analyzer's ``r_width`` = 1e-4), as caffessl's schema
     default ``SSLStabilizeParameter.zerout_threshold`` holds it."""
-    from ..solver.stabilize import default_zerout_threshold
-    return default_zerout_threshold()
+    return float(caffe_pb2.SSLStabilizeParameter().zerout_threshold)
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -192,7 +190,7 @@ def _fmt_speedup(x: float) -> str:
 
 def analyzed_layers(net):
     """The layers the fork analyses: Convolution and InnerProduct layers that have params, in net order."""
-    return [l for l in net.layers if l.type in ANALYZED_TYPES and l.params]
+    return [l for l in net.layers if l.sparse_modes and l.params]
 
 
 def _block_specs(layer):
@@ -204,7 +202,6 @@ def _block_specs(layer):
 
 def layer_sparsity(layer, threshold: float, orig_weight: torch.Tensor | None = None) -> LayerSparsity:
     """The fork's numbers for one Convolution / InnerProduct layer (its weights, param 0, are not changed)."""
-    from ..solver.stabilize import zerout_
     w = layer.params[0].detach()
     # |w| < threshold in the weight's dtype (float32): the fork compares a float32 numpy array with 1e-4 too
     tuned_small = int((w.abs() < threshold).sum())
@@ -283,7 +280,6 @@ def load_net(model, weights, phase=None):
 def zerout_net(net, threshold: float | None = None) -> int:
     """The fork's ``zero_out`` on the weights (param 0; biases are left alone) of every analysed layer of
     ``net``, in place. Returns the number of entries set to 0."""
-    from ..solver.stabilize import zerout_
     thr = default_threshold() if threshold is None else float(threshold)
     n = 0
     with torch.no_grad():
@@ -292,7 +288,7 @@ def zerout_net(net, threshold: float | None = None) -> int:
             n += int(((w != 0) & (w.abs() < thr)).sum())
             zerout_(w.data, thr)
             if getattr(layer, "engine", None) is not None:   # a sparse conv_mode built from the old weights
-                layer.on_weights_loaded("binary")
+                layer.engine.invalidate()
     return n
 
 

@@ -43,7 +43,7 @@ def _branch(net, graph, e: int, j: int):
             return None
         layer = net.layers[i]
         chain.append(i)
-        if layer.type in ("Convolution", "InnerProduct"):
+        if layer.sparse_modes:
             w = layer.params[0] if layer.params else None
             if w is None or bool((w != 0).any()) or len(layer.param.bottom) != 1:
                 return None

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .matrix import as_matrix, conv_groups, nonzero_rows_cols
-
-COUNTED_TYPES = ("Convolution", "InnerProduct", "Deconvolution")
+from ..weights_matrix import as_matrix, conv_groups, matrix_flops
 
 
 @dataclass
@@ -33,24 +31,12 @@ class LayerFlops:
         return self.remaining / self.dense if self.dense else 0.0
 
 
-def matrix_flops(weight, groups: int = 1, positions: int = 1):
-    """(dense, remaining, rows_kept, mean cols_kept) multiply-accumulates of a weight's GEMM(s)."""
-    m = as_matrix(weight.detach())
-    r, c = m.shape
-    rows, cols = nonzero_rows_cols(m, groups)          # (g, R/g), (g, C)
-    rk = rows.sum(dim=1).cpu().numpy().astype(np.int64)
-    ck = cols.sum(dim=1).cpu().numpy().astype(np.int64)
-    dense = int(r * c * positions)
-    remaining = int((rk * ck).sum() * positions)
-    return dense, remaining, int(rk.sum()), float(ck.mean())
-
-
 def net_flops(net) -> list[LayerFlops]:
-    """Per Convolution / InnerProduct layer of ``net`` (after a reshape/forward, so top shapes are known)."""
+    """Per weight-matrix layer of ``net`` (after a reshape/forward, so top shapes are known)."""
     out = []
     for layer in net.layers:
         lp = layer.param
-        if lp.type not in COUNTED_TYPES or not layer.params:
+        if not layer.weight_matrix or not layer.params:
             continue
         top = net.blobs[lp.top[0]].shape
         if lp.type == "InnerProduct":

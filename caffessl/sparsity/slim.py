@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..proto import caffe_pb2
-from .matrix import check_block
+from ..weights_matrix import check_block
 
 NEURONS = {"ReLU", "PReLU", "Sigmoid", "TanH", "ELU", "AbsVal", "BNLL", "Power", "Exp", "Log", "Threshold",
            "Clip", "Swish", "Dropout", "BatchNorm", "Scale", "Bias"}
@@ -243,7 +243,7 @@ def _slim_channels(net) -> SlimResult:
     num_output = {}
     reports = []
     for p, layer in enumerate(net.layers):
-        if layer.type not in ("Convolution", "InnerProduct") or not layer.params:
+        if not layer.sparse_modes or not layer.params:
             continue
         arrs = arrays[layer.name]
         rows = _rows(arrs, layer)

@@ -81,5 +81,5 @@ def test_timed_backward_gives_the_whole_backward_gradients(tmp_path):
         time_cmd.timed_backward(net)
     finally:
         torch.autograd.grad = orig
-    first_data = net._last["first"]["data"]
+    first_data = net._last.first["data"]
     np.testing.assert_allclose(seen[id(first_data)].numpy(), want, rtol=1e-5, atol=1e-7)

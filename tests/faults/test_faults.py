@@ -120,7 +120,7 @@ def _error_lines(err):
 def check_snapshots(folder):
     """Every file under a final name loads and is finite; no temporary file is left. Returns the iterations."""
     from caffessl.io.caffemodel import read_weights
-    from caffessl.solver.snapshot import read_solverstate
+    from caffessl.io.solverstate import read_solverstate
     iters = []
     for p in sorted(glob.glob(os.path.join(folder, "s_iter_*.solverstate"))):
         st = read_solverstate(p)
@@ -290,7 +290,7 @@ def test_write_error_in_hdf5_snapshot_keeps_the_previous(tiny_solver, tmp_path, 
 
 def test_restore_refuses_impossible_values(tiny_solver, tmp_path):
     from caffessl.errors import CaffemodelFormatError
-    from caffessl.solver.snapshot import SolverStateData, write_solverstate
+    from caffessl.io.solverstate import SolverStateData, write_solverstate
     s = tiny_solver()
     hist = [h.numpy() for h in s.history]
     write_solverstate(tmp_path / "bad.solverstate", SolverStateData(3, "", -1, hist))

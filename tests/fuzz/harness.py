@@ -33,9 +33,11 @@ class Tally:
     def tried(self) -> int:
         return sum(self.counts.values())
 
-    def add(self, outcome: str, detail: str, data: bytes):
+    def add(self, outcome: str, detail: str, data: bytes, report=None):
         self.counts[outcome] += 1
         if outcome not in ("accepted", "typed"):
+            if report is not None:
+                report(f"    {self.target}: input {self.tried}: {outcome}: {detail[:300]}  input[:120]={data[:120]!r}")
             ex = self.examples.setdefault(outcome, [])
             if len(ex) < 5:
                 ex.append((detail, data[:200]))
@@ -55,12 +57,19 @@ class Worker:
         self.proc = None
         self.restarts = 0
 
-    def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz.worker"], cwd=ROOT, env=self.env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        got = self._recv(120.0)
-        if got is None or got[0] != "ready":
-            raise RuntimeError("the fuzz worker did not start")
+    def start(self, attempts: int = 3):
+        import tempfile
+        for attempt in range(attempts):
+            log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz.worker"], cwd=ROOT, env=self.env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+            got = self._recv(300.0)
+            if isinstance(got, tuple) and got[0] == "ready":
+                return
+            self._kill()
+            log.seek(0)
+            tail = log.read()[-2000:].decode("utf-8", "replace")
+        raise RuntimeError(f"the fuzz worker did not start ({attempts} attempts); its stderr ends with:\n{tail}")
 
     def _recv(self, timeout):
         fd = self.proc.stdout.fileno()
@@ -125,7 +134,7 @@ class Worker:
             self._kill()
 
 
-def run_target(worker: Worker, target, n: int, seed: int, derandomize: bool) -> Tally:
+def run_target(worker: Worker, target, n: int, seed: int, derandomize: bool, report=None) -> Tally:
     """``n`` inputs: half from the target's hypothesis strategy (when it has one), the rest by mutation."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
@@ -134,7 +143,9 @@ def run_target(worker: Worker, target, n: int, seed: int, derandomize: bool) -> 
 
     def one(data: bytes):
         outcome, detail = worker.run(target.runner, data)
-        tally.add(outcome, detail, data)
+        tally.add(outcome, detail, data, report)
+        if report is not None and tally.tried % 1000 == 0:
+            report(f"  {target.name}: {tally.tried} inputs, {time.perf_counter() - t0:.0f} s")
 
     n_hyp = n // 2 if target.strategy is not None else 0
     if n_hyp:

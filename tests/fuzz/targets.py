@@ -114,7 +114,7 @@ def _make_seeds(d: str) -> dict:
     from caffessl.data.datum import array_to_datum, encoded_datum
     from caffessl.data.image import encode_image
     from caffessl.io.blobproto import array_to_blobproto
-    from caffessl.solver.snapshot import SolverStateData, write_solverstate, write_solverstate_hdf5
+    from caffessl.io.solverstate import SolverStateData, write_solverstate, write_solverstate_hdf5
     net_path = os.path.join(d, "net.prototxt")
     with open(net_path, "w") as f:
         f.write(NET_TEXT)

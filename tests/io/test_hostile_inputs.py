@@ -95,7 +95,7 @@ def test_hdf5_non_utf8_layer_name(tmp_path, net):
                                          ([np.nan], r"'iter' is nan"),
                                          ([-3], r"'iter' is -3")])
 def test_hdf5_solverstate_iter(tmp_path, value, match):
-    from caffessl.solver.snapshot import read_solverstate
+    from caffessl.io.solverstate import read_solverstate
 
     def build(f):
         f.create_dataset("iter", data=np.array(value, dtype=np.float64))
@@ -111,7 +111,7 @@ def test_readers_refuse_files_over_the_size_limit(tmp_path, reader):
     from caffessl.io.caffemodel import read_weights
     from caffessl.io.prototxt import read_net_prototxt
     from caffessl.io.transformer import load_mean
-    from caffessl.solver.snapshot import read_solverstate
+    from caffessl.io.solverstate import read_solverstate
     fn = {"prototxt": read_net_prototxt, "caffemodel": read_weights, "binaryproto": read_binaryproto,
           "solverstate": read_solverstate, "npy": load_mean}[reader]
     path = tmp_path / f"f.{reader}"

@@ -24,14 +24,11 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "p" bottom: "y" top: "loss" }
 LR, WD = 0.1, 0.01
 
 
-def _solver(extra: str = "", path: str = "fused"):
+def _solver(extra: str = "", path: str = "plain"):
     display = 1 if path == "display" else 0
     sp = parse_text(f"net_param {{ {NET} }} base_lr: {LR} momentum: 0 weight_decay: {WD} lr_policy: \"fixed\" "
                     f"random_seed: 5 display: {display} max_iter: 3 {extra}", caffe_pb2.SolverParameter())
-    solver = caffe.SGDSolver(sp)
-    if path == "per_param":
-        solver._fused = False
-    return solver
+    return caffe.SGDSolver(sp)
 
 
 def _backward_by_hand(net):
@@ -89,7 +86,7 @@ def test_solve_calls_callbacks_once_per_iteration():
     assert calls == ["s", "g"] * 3
 
 
-@pytest.mark.parametrize("path", ["fused", "per_param", "display"])
+@pytest.mark.parametrize("path", ["plain", "display"])
 def test_gradients_ready_sees_backward_diffs_before_the_update(path):
     solver = _solver(path=path)
     net = solver.net
@@ -119,7 +116,7 @@ def test_gradients_ready_sees_backward_diffs_before_the_update(path):
         assert not np.allclose(rec["diff"][0], 0)
 
 
-@pytest.mark.parametrize("path", ["fused", "per_param", "display"])
+@pytest.mark.parametrize("path", ["plain", "display"])
 def test_gradients_ready_may_rewrite_diffs_before_the_update(path):
     solver = _solver(path=path)
     net = solver.net

@@ -127,7 +127,8 @@ def _rand(*shape, seed=0):
 def test_nesterov_matches_caffe_formula():
     g, h0 = _rand(5, 3), _rand(5, 3, seed=1)
     h = torch.tensor(h0)
-    u = updates.nesterov(torch.tensor(g), [h], local_rate=0.1, momentum=0.9).numpy()
+    (u,) = updates.nesterov([torch.tensor(g)], [[h]], local_rate=0.1, momentum=0.9)
+    u = u.numpy()
     h_new = 0.9 * h0 + 0.1 * g
     np.testing.assert_allclose(h.numpy(), h_new, rtol=1e-6)
     np.testing.assert_allclose(u, 1.9 * h_new - 0.9 * h0, rtol=1e-5, atol=1e-7)
@@ -136,7 +137,8 @@ def test_nesterov_matches_caffe_formula():
 def test_adam_matches_caffe_formula():
     g, m0, v0 = _rand(4, 4), _rand(4, 4, seed=1), np.abs(_rand(4, 4, seed=2))
     m, v = torch.tensor(m0), torch.tensor(v0)
-    u = updates.adam(torch.tensor(g), [m, v], local_rate=0.001, beta1=0.9, beta2=0.999, delta=1e-8, t=3).numpy()
+    (u,) = updates.adam([torch.tensor(g)], [[m], [v]], local_rate=0.001, beta1=0.9, beta2=0.999, delta=1e-8, t=3)
+    u = u.numpy()
     m1 = 0.9 * m0 + 0.1 * g
     v1 = 0.999 * v0 + 0.001 * g * g
     corr = math.sqrt(1 - 0.999 ** 3) / (1 - 0.9 ** 3)   # eps is NOT bias-corrected

@@ -332,7 +332,8 @@ def test_small_ssl_models_train_a_few_iterations(solver_name):
             if info.tensor.grad is None:
                 continue
             term += reg.apply(info)
-            st.update(info, sgd(info.tensor.grad, [h], local_rate=sp.base_lr * info.lr_mult, momentum=sp.momentum))
+            st.update(info, sgd([info.tensor.grad], [[h]], local_rate=sp.base_lr * info.lr_mult,
+                                momentum=sp.momentum)[0])
         assert term > 0
     assert any(not torch.equal(b, i.tensor) for b, i in zip(before, net.learnable_params))
 
@@ -346,6 +347,6 @@ def test_lenet_finetune_net_freezes_zero_groups_of_ssl_weights(tmp_path):
     ssl.save(str(tmp_path / "ssl.caffemodel"))
     sp = read_solver_prototxt(str(REPO / "solvers/lenet_ssl_finetune_solver.prototxt"))
     ft = caffe.Net(input_substituted(REPO / sp.net), caffe.TRAIN, weights=str(tmp_path / "ssl.caffemodel"))
-    m1, m2 = ft.connectivity_masks["conv1"], ft.connectivity_masks["conv2"]
+    m1, m2 = ft.layer_dict["conv1"].mask, ft.layer_dict["conv2"].mask
     assert (m1[3:] == 0).all() and (m1[:3] == 1).all()
     assert (m2.view(50, -1)[:, ::2] == 0).all() and (m2.view(50, -1)[:, 1::2] == 1).all()

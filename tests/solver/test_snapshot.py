@@ -11,7 +11,7 @@ import caffessl
 from caffessl.errors import CaffemodelFormatError, FileMissingError
 from caffessl.io import read_solver_prototxt
 from caffessl.proto import caffe_pb2
-from caffessl.solver.snapshot import read_solverstate
+from caffessl.io.solverstate import read_solverstate
 from tests.golden import close, need_shared
 from tests.solver._helpers import compare_params, params_of
 

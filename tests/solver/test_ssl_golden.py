@@ -71,8 +71,8 @@ def replay(case_dir, iters, on_iter, net_param=None, solver_param=None):
         for info in net.learnable_params:
             term += reg.apply(info)
             g = info.tensor.grad
-            upd = sgd(g, [hist[id(info)]], local_rate=float(np.float32(rate) * np.float32(info.lr_mult)),
-                      momentum=sp.momentum)
+            (upd,) = sgd([g], [[hist[id(info)]]], local_rate=float(np.float32(rate) * np.float32(info.lr_mult)),
+                         momentum=sp.momentum)
             stab.update(info, upd)
         on_iter(k + 1, net, term)
     return net
@@ -95,7 +95,7 @@ def _check_weights(case_dir, meta, k, net, failures):
 
 
 def _check_zero_stats(meta_stats, k, net, failures, slack):
-    from caffessl.sparsity.stats import zero_stats
+    from caffessl.weights_matrix import zero_stats
     for lname, ref in meta_stats.items():
         got = zero_stats(net.layer_dict[lname].params[0])
         for key in ("zeros", "zero_rows", "zero_cols"):
@@ -176,7 +176,7 @@ def test_sparsity_log_lines_equal_fork(case):
 
 def test_regularization_line_shape():
     """Our 'Total regularization terms' line has the fork's exact shape (4 spaces, fields, 6 digits)."""
-    from caffessl.sparsity.log import regularization_line
+    from caffessl.solver.sparsity_log import regularization_line
     d = need_shared("golden", "ssl_block_group_lasso_divisible")
     traj = json.loads((d / "trajectory.json").read_text())
     lines = [l.split("] ", 1)[1] for l in golden_log(d).split("\n") if "Total regularization terms" in l]

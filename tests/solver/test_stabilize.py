@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import caffessl as caffe
-from caffessl.errors import SolverConfigError
+from caffessl.errors import ShapeMismatchError, SolverConfigError
 from caffessl.io.prototxt import parse_text
 from caffessl.proto import caffe_pb2
 from caffessl.solver.stabilize import Stabilizer, zerout_
-from caffessl.sparsity.connectivity import connectivity_mask
+from caffessl.weights_matrix import eltwise_mask, groupwise_mask
 
 NET = """
 layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ dim: 1 dim: 4 dim: 5 dim: 5 }} }} }}
@@ -107,17 +107,17 @@ def test_masks_built_on_load_freeze_weights(tmp_path, fmt, mode, group):
     path = str(tmp_path / ("w.caffemodel" + (".h5" if fmt == "hdf5" else "")))
     src.save_hdf5(path) if fmt == "hdf5" else src.save(path)
     net = make_net(mode=f"connectivity_mode: {mode}", group=group)
-    assert not getattr(net, "connectivity_masks", {})            # filler init: no masks
+    assert all(l.mask is None for l in net.layers)                # filler init: no masks
     net.copy_from(path)
     w = net.layer_dict["conv"].params[0].detach().numpy()
     assert w.reshape(4, -1)[3, 7] == 0                            # Zerout first
-    mask = net.connectivity_masks["conv"].numpy()
+    mask = net.layer_dict["conv"].mask.numpy()
     if mode == "DISCONNECTED_ELTWISE":
         np.testing.assert_array_equal(mask, (w != 0).astype(np.float32))
     else:
         np.testing.assert_array_equal(mask, numpy_grpwise(w, group))
         assert mask.reshape(4, -1)[0, 5] == (1 if group == 1 else mask.reshape(4, -1)[0, 5])
-    assert "conv" in net.connectivity_masks and "ip" in net.connectivity_masks
+    assert net.layer_dict["conv"].mask is not None and net.layer_dict["ip"].mask is not None
     st = Stabilizer(net, sp("ssl_stabilize_param { zerout_scope: NONE }"))
     info = net.learnable_params[0]
     before = info.tensor.detach().clone()
@@ -132,8 +132,38 @@ def test_masks_built_on_load_freeze_weights(tmp_path, fmt, mode, group):
     torch.testing.assert_close(bias.tensor.detach(), b0 - 1)
 
 
-def test_connected_reload_drops_mask_and_mask_helper():
+def test_connected_reload_drops_mask_and_mask_helper(tmp_path):
     w = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
-    m = connectivity_mask(w, caffe_pb2.LayerParameter.DISCONNECTED_GRPWISE, 1)
+    m = groupwise_mask(w, 1)
     np.testing.assert_array_equal(m.numpy(), [[1, 1, 0], [0, 0, 0], [1, 1, 0]])
-    assert connectivity_mask(w, caffe_pb2.LayerParameter.CONNECTED) is None
+    np.testing.assert_array_equal(eltwise_mask(w).numpy(), [[0, 1, 0], [0, 0, 0], [1, 0, 0]])
+    # the mask belongs to the layer: a CONNECTED layer's reload drops one set by hand
+    src = make_net()
+    _sparse_weights(src)
+    path = str(tmp_path / "w.caffemodel")
+    src.save(path)
+    net = make_net()
+    conv = net.layer_dict["conv"]
+    conv.set_mask(np.ones(tuple(conv.params[0].shape), np.float32))
+    assert conv.mask is not None and conv.mask.dtype == conv.params[0].dtype
+    net.copy_from(path)
+    assert conv.mask is None
+
+
+def test_set_mask_freezes_entries_and_checks_shape():
+    net = make_net()
+    conv = net.layer_dict["conv"]
+    w = conv.params[0]
+    mask = torch.ones_like(w)
+    mask.view(4, -1)[1] = 0
+    conv.set_mask(mask)
+    info = net.learnable_params[0]
+    before = w.detach().clone()
+    Stabilizer(net, sp("ssl_stabilize_param { zerout_scope: NONE }")).update(info, torch.ones_like(before))
+    frozen = mask == 0
+    assert torch.equal(w.detach()[frozen], before[frozen])
+    torch.testing.assert_close(w.detach()[~frozen], before[~frozen] - 1)
+    with pytest.raises(ShapeMismatchError):
+        conv.set_mask(torch.ones(3))
+    conv.set_mask(None)
+    assert conv.mask is None

@@ -13,8 +13,7 @@ digits, ``%g``)::
 """
 from __future__ import annotations
 
-from .matrix import check_block
-from .stats import block_sparsity, column_sparsity, element_sparsity, row_sparsity
+from ..weights_matrix import block_sparsity, check_block, column_sparsity, element_sparsity, row_sparsity
 
 TITLES = ("    Element Sparsity %: ", "     Column Sparsity %: ", "        Row Sparsity %: ",
           "      Block Sparsity %: ")
