@@ -3,6 +3,7 @@
 ``check_layer_param(lp, source)`` walks every parameter message a LayerParameter sets and applies:
 
 * every float field is finite (except the few where an infinity means something, ``FINITE_EXEMPT``);
+* every uint32 field that Caffe stores in an int is at most 2^31 - 1 (``UINT32_FULL`` lists the others);
 * the field rules of ``FIELD_RULES`` (a non-negative ``eps``, a dropout ratio in [0, 1)...);
 * the cross-field rules of ``MESSAGE_RULES`` (an Exp/Log/Power whose constants overflow float32, a filler
   whose bounds cannot be drawn from).
@@ -33,6 +34,11 @@ FIELD_RULES = {
     ("FillerParameter", "std"): (lambda v: v >= 0, "must be >= 0"),
     ("ELUParameter", "alpha"): (lambda v: abs(v) <= 1e30, "must be a moderate number"),
 }
+
+
+# uint32 fields Caffe reads into an unsigned variable; every other uint32 lands in a (signed) int
+UINT32_FULL = {("DataParameter", "rand_skip"), ("ImageDataParameter", "rand_skip"), ("DataParameter", "prefetch")}
+INT_MAX = 2 ** 31 - 1
 
 
 def _pow_finite(base: float, expo: float) -> bool:
@@ -87,6 +93,10 @@ def _walk(msg, path: str, out: list):
                 if problem:
                     out.append(f"{sub}: {problem}")
                 _walk(m, sub, out)
+        elif fd.type == FieldDescriptor.TYPE_UINT32 and (msg.DESCRIPTOR.name, fd.name) not in UINT32_FULL:
+            for v in values:
+                if v > INT_MAX:
+                    out.append(f"{name} is {v}; Caffe reads it into an int (at most {INT_MAX})")
         elif fd.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
             key = (msg.DESCRIPTOR.name, fd.name)
             for v in values:
