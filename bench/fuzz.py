@@ -27,7 +27,9 @@ def main(argv=None) -> int:
     ap.add_argument("-n", type=int, default=10000, help="inputs per target (default 10000)")
     ap.add_argument("--seed", type=int, default=1, help="mutation and hypothesis seed")
     ap.add_argument("--mem-mb", type=int, default=1536, help="worker memory limit above its start (RLIMIT_AS)")
-    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per input before it counts as a hang")
+    ap.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds per input before it counts as a hang (set-up of a net near the net limit takes "
+                         "a few seconds on an idle core; the rest is margin for a loaded machine)")
     ap.add_argument("--only", default="", help="run the targets whose name contains this")
     args = ap.parse_args(argv)
     worker = Worker(mem_mb=args.mem_mb, timeout=args.timeout)

@@ -32,7 +32,6 @@ FIELD_RULES = {
     ("DropoutParameter", "dropout_ratio"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("LRNParameter", "k"): (lambda v: v >= 0, "must be >= 0"),
     ("FillerParameter", "std"): (lambda v: v >= 0, "must be >= 0"),
-    ("ELUParameter", "alpha"): (lambda v: abs(v) <= 1e30, "must be a moderate number"),
 }
 
 

@@ -52,7 +52,7 @@ class Worker:
         self.mem_mb, self.timeout = mem_mb, timeout
         self.env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                         FUZZ_MEM_MB=str(mem_mb), MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1",
-                        CAFFESSL_MAX_FILE_BYTES="64M", CAFFESSL_MAX_NET_BYTES=f"{max(mem_mb // 4, 64)}M",
+                        CAFFESSL_MAX_FILE_BYTES="64M", CAFFESSL_MAX_NET_BYTES=f"{max(mem_mb // 16, 64)}M",
                         **(env_extra or {}))
         self.proc = None
         self.restarts = 0
