@@ -147,7 +147,7 @@ def _net(tmp_path, layers, dims="dim: 2 dim: 3 dim: 8 dim: 8"):
     ("dim: 100000 dim: 100000 dim: 100000", "", MemoryLimitError,
      r"n\.prototxt: the net would need .*layer 'data' top 'data' \(100000, 100000, 100000\)"),
     ("dim: 2 dim: 3", 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
-     'inner_product_param { num_output: 4000000000 } }', MemoryLimitError, r"layer 'ip' param 0 \(4000000000, 3\)"),
+     'inner_product_param { num_output: 2000000000 } }', MemoryLimitError, r"layer 'ip' param 0 \(2000000000, 3\)"),
     ("dim: 2 dim: -3", "", ShapeMismatchError, r"layer 'data' \(Input\): top 'data' would have shape \(2, -3\)"),
     ("dim: 2 dim: 0", "", ShapeMismatchError, r"every dimension must be positive"),
     ("dim: 1 dim: 1 dim: 2 dim: 2", 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param '
