@@ -30,14 +30,14 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0,
                     help="seconds per input before it counts as a hang (set-up of a net near the net limit takes "
                          "a few seconds on an idle core; the rest is margin for a loaded machine)")
-    ap.add_argument("--only", default="", help="run the targets whose name contains this")
+    ap.add_argument("--only", default="", help="run the targets whose name contains this (comma: any of these)")
     args = ap.parse_args(argv)
     worker = Worker(mem_mb=args.mem_mb, timeout=args.timeout)
     tallies = []
     t0 = time.time()
     try:
         for t in targets():
-            if args.only and args.only not in t.name:
+            if args.only and not any(part in t.name for part in args.only.split(",")):
                 continue
             tally = run_target(worker, t, args.n, args.seed, derandomize=False,
                                report=lambda line: print(line, flush=True))
