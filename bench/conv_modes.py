@@ -206,7 +206,7 @@ def whole_net(batches, reps):
         for mode in ("gemm", "auto"):              # build both once; a rep swaps them in (no rebuild)
             set_conv_mode(net, mode)
             for l in layers:
-                l.engine and l.engine.ensure_built()
+                l.engine and l.engine.ensure_built(l.params[0])
             state[mode] = [(l.conv_mode, l.engine) for l in layers]
         picks = {l.name: active_mode(l) for l in layers}
 

@@ -130,7 +130,7 @@ def main():
                 set_conv_mode(net, mode)
                 for l in net.layers:
                     if getattr(l, "engine", None) is not None:
-                        l.engine.ensure_built()
+                        l.engine.ensure_built(l.params[0])
                 state[mode] = [(l, l.conv_mode, l.engine) for l in net.layers if hasattr(l, "engine")]
 
             def run(mode):

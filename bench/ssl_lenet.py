@@ -19,7 +19,7 @@ lowered weight matrix) x kept columns (input channel, ky, kx) x output positions
 weights are all zero outputs a constant (its bias; LeNet has no padding and no nonlinearity before
 pool1/conv2), so conv2's columns reading that channel fold into conv2's bias: they count as removed even
 where conv2's own weights there are nonzero ("conv2 FLOP %", the paper's Table 1 count: 19/50 filters x
-4/20 channels = 7.6 %). "conv2 own %" counts only conv2's own zero rows/columns (caffessl.sparsity.flops).
+4/20 channels = 7.6 %). "conv2 own %" counts only conv2's own zero rows/columns (caffessl.weights_matrix.matrix_flops).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import caffessl as caffe  # noqa: E402
 from caffessl.io.prototxt import read_solver_prototxt, write_prototxt  # noqa: E402
-from caffessl.weights_matrix import as_matrix  # noqa: E402
+from caffessl.weights_matrix import as_matrix, matrix_flops  # noqa: E402
 
 # (run, error %, conv1 filters, conv1 FLOP %, conv2 filters, conv2 channels, conv2 FLOP %)
 # Table 1 of the paper (filter-wise + channel-wise); conv2 FLOP % = filters/50 x channels/20 (19/50 x 4/20 = 7.6 %)
@@ -84,12 +84,13 @@ def lenet_flops(net):
     c2 = c2_own & live_in
     ch2 = c2.reshape(20, 25).any(dim=1)
     n = lambda t: int(t.sum())
+    pct = lambda name: (lambda f: 100.0 * f[1] / f[0])(matrix_flops(net.layer_dict[name].params[0]))
     out = {
         "conv1_rows": n(r1), "conv1_cols": n(c1),
-        "conv1_pct": 100.0 * n(r1) * n(c1) / (20 * 25),
+        "conv1_pct": pct("conv1"),
         "conv2_rows": n(r2), "conv2_cols": n(c2), "conv2_cols_own": n(c2_own), "conv2_ch": n(ch2),
-        "conv2_pct": 100.0 * n(r2) * n(c2) / (50 * 500),
-        "conv2_own_pct": 100.0 * n(r2) * n(c2_own) / (50 * 500),
+        "conv2_pct": 100.0 * n(r2) * n(c2) / (50 * 500),          # with conv1's dead channels folded away
+        "conv2_own_pct": pct("conv2"),                            # conv2's own zero rows/columns only
     }
     out["conv12_pct"] = (out["conv1_pct"] * 20 * 25 * pos1 + out["conv2_pct"] * 50 * 500 * pos2) / (
         20 * 25 * pos1 + 50 * 500 * pos2)

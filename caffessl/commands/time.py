@@ -35,18 +35,21 @@ def layer_flops(layer, blobs):
     from ..conv_modes import active_mode
     from ..conv_modes.inner_product import ip_matrix, ip_structure
     from ..conv_modes.lowering import structure
+    from ..weights_matrix import matrix_flops
     if not layer.sparse_modes or not layer.params:
         return None
     w = layer.params[0]
     top = blobs[layer.param.top[0]]
     if layer.type == "Convolution":
         st = structure(w, layer.group)
-        dense = 2 * top.count * (w[0].numel())
+        groups, positions = layer.group, top.count // layer.num_output    # output positions x batch
     else:
         st = ip_structure(ip_matrix(w, layer.transpose))
-        dense = 2 * top.count * layer.K
+        groups, positions = 1, top.count // layer.N                         # rows of the batch
+    macs, kept_macs, _, _ = matrix_flops(w, groups, positions)              # the lowered GEMM(s)
+    dense = 2 * macs
     mode = active_mode(layer)
-    frac = {"LOWERED_CCNMM": st.remaining_fraction(),
+    frac = {"LOWERED_CCNMM": kept_macs / macs if macs else 0.0,             # zero rows and columns skipped
             "LOWERED_CSRMM": st.nnz / st.numel if st.numel else 0.0}.get(mode, 1.0)
     return dense, dense * frac, st.element_sparsity, st.zero_rows, st.zero_cols, mode
 

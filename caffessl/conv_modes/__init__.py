@@ -20,7 +20,7 @@ from ..proto import caffe_pb2
 from . import auto as _auto
 from .ccnmm import CCNMMConv
 from .csrmm import CSRMMConv
-from .engine import ConvEngine, InnerProductEngine, LayerEngine  # noqa: F401
+from .engine import LayerEngine
 from .gemm import DenseConv, LoweredGemmConv  # noqa: F401
 from .inner_product import CCNMMIP, CSRMMIP, DenseIP, ip_matrix
 from .lowering import ConvGeometry
@@ -86,8 +86,10 @@ def make_engine(layer, mode=None):
     kind = _KIND[mode]
     if kind == "gemm":
         return None
+    where = f"layer '{layer.name}' ({layer.type}"
     if layer.type == "InnerProduct":
-        return InnerProductEngine(layer, mode_name(mode), _ip_chooser(kind))
+        choose = _ip_chooser(kind)
+        return LayerEngine(where, mode_name(mode), lambda w: choose(layer, w))
     if layer.type != "Convolution":
         raise LayerConfigError(f"layer '{layer.name}' ({layer.type}): conv_mode applies to Convolution and "
                                f"InnerProduct layers")
@@ -97,7 +99,8 @@ def make_engine(layer, mode=None):
         raise UnsupportedError(f"layer '{layer.name}' (Convolution): conv_mode {mode_name(mode)} needs a "
                                   f"2-D convolution (the fork's masked im2col is 2-D only); this one has "
                                   f"{layer.nsp} spatial axes")
-    return ConvEngine(layer, mode_name(mode), _conv_chooser(kind))
+    choose = _conv_chooser(kind)
+    return LayerEngine(where, mode_name(mode), lambda w: choose(layer, w))
 
 
 def set_conv_mode(net, mode):
@@ -121,4 +124,4 @@ def active_mode(layer) -> str:
     eng = getattr(layer, "engine", None)
     if eng is None or (layer.type == "Convolution" and getattr(layer, "conv_mode", 0) == LOWERED_GEMM):
         return "LOWERED_GEMM"
-    return eng.active_name
+    return eng.active_name(layer.params[0])

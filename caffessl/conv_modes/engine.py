@@ -45,64 +45,36 @@ def forward_only(fn, x, w, b, where: str):
 
 
 class LayerEngine:
-    """Runs ``layer`` through the kernel chosen by ``choose(layer, w) -> kernel class``."""
+    """A conv_mode kernel for one layer, called as ``engine(x, w, b) -> y`` on the layer's lowered input
+    ((N, C, spatial...) for Convolution, (M, K) for InnerProduct). ``build(w) -> kernel`` makes the kernel
+    from the weights; it is rebuilt lazily when the weights move (see ``fingerprint``). ``where`` names the
+    layer in errors. The engine reads nothing of the layer: what it needs comes in ``build`` and the call."""
 
-    def __init__(self, layer, mode_name: str, choose):
-        self.layer = layer
+    def __init__(self, where: str, mode_name: str, build):
+        self.where = where
         self.mode_name = mode_name        # what was asked for: LOWERED_CCNMM, auto...
-        self._choose = choose
+        self._build = build
         self.kernel = None
         self._fp = None
         self.builds = 0
 
-    # -- building ----------------------------------------------------------------------------------
     def invalidate(self):
         self._fp = None
 
-    def ensure_built(self):
-        w = self.layer.params[0]
+    def ensure_built(self, w: torch.Tensor):
         fp = fingerprint(w)
         if self.kernel is None or fp != self._fp:
-            self.kernel = self._choose(self.layer, w)
+            self.kernel = self._build(w)
             self._fp = fingerprint(w)       # building only reads: same stamp
             self.builds += 1
         return self.kernel
 
-    @property
-    def active_name(self) -> str:
-        """The kernel actually used (for auto: the mode it picked)."""
-        return self.ensure_built().name
+    def active_name(self, w: torch.Tensor) -> str:
+        """The kernel actually used for weights ``w`` (for auto: the mode it picked)."""
+        return self.ensure_built(w).name
 
-    # -- forward -----------------------------------------------------------------------------------
-    def run(self, x, w, b):
-        k = self.ensure_built()
+    def __call__(self, x, w, b):
+        k = self.ensure_built(w)
         if k.differentiable:
             return k(x, w, b)
-        return forward_only(k, x, w, b, f"layer '{self.layer.name}' ({self.layer.type}, {k.name})")
-
-    def forward(self, bottoms):
-        raise NotImplementedError
-
-
-class ConvEngine(LayerEngine):
-    def forward(self, bottoms):
-        layer = self.layer
-        w = layer.params[0]
-        b = layer.params[1] if len(layer.params) > 1 else None
-        tops = []
-        for x in bottoms:
-            lead, x2 = layer._split(x)
-            y = self.run(x2, w, b)
-            tops.append(y.reshape(*lead, *y.shape[1:]))
-        return tops
-
-
-class InnerProductEngine(LayerEngine):
-    def forward(self, bottoms):
-        layer = self.layer
-        x = bottoms[0]
-        lead = x.shape[:layer.axis]
-        w = layer.params[0]
-        b = layer.params[1] if len(layer.params) > 1 else None
-        y = self.run(x.reshape(-1, layer.K), w, b)
-        return [y.reshape(*lead, layer.N)]
+        return forward_only(k, x, w, b, f"{self.where}, {k.name})")

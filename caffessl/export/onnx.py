@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from ..errors import ExportError
+from ..layers.vision import ave_divisor
 from ..proto import caffe_pb2
 
 log = logging.getLogger("caffessl")
@@ -93,11 +94,6 @@ def _conv(g, layer, xs, bottoms):
                    pads=list(layer.pad) * 2, dilations=list(layer.dilation), group=int(layer.group))]
 
 
-def _caffe_ave_divisor(size, k, p, s, out):
-    hs = np.arange(out) * s - p
-    return np.minimum(hs + k, size + p) - hs
-
-
 def _pool(g, layer, xs, bottoms):
     n, c, h, w = g.shape(bottoms[0])
     if len(layer.param.top) != 1:
@@ -118,9 +114,7 @@ def _pool(g, layer, xs, bottoms):
     attrs = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, eh, ew])
     if layer.method == _PP.MAX:
         return [g.node("MaxPool", xs[:1], layer.name, **attrs)]
-    dh = _caffe_ave_divisor(h, kh, ph, sh, oh)
-    dw = _caffe_ave_divisor(w, kw, pw, sw, ow)
-    div = np.outer(dh, dw).astype(np.float64)
+    div = ave_divisor((h, w), layer.kernel, layer.stride, layer.pad, layer.out_hw)
     avg = g.node("AveragePool", xs[:1], layer.name + "_avg", count_include_pad=1, **attrs)
     if np.all(div == kh * kw):
         return [avg]

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ArrayShapeError, CaffemodelFormatError
 from ..proto import caffe_pb2
+from .files import read_bytes
 from .wire import decode
 
 
@@ -58,9 +59,8 @@ def array_to_blobproto(arr, diff=None, legacy_shape: bool = False):
 
 def read_binaryproto(path) -> np.ndarray:
     """Read a binary BlobProto file (e.g. mean.binaryproto) as a float32 array of its shape."""
-    from .limits import read_file
     path = os.fspath(path)
-    raw = read_file(path, "binaryproto")
+    raw = read_bytes(path, "binaryproto")
     bp = decode(caffe_pb2.BlobProto(), raw, CaffemodelFormatError, f"{path}: not a binary BlobProto")
     if not (len(bp.data) or len(bp.double_data)):
         raise CaffemodelFormatError(f"{path}: not a binary BlobProto (it holds no values)")

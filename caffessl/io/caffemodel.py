@@ -9,10 +9,11 @@ import os
 
 import numpy as np
 
-from ..errors import CaffemodelFormatError, FileMissingError
+from ..errors import CaffemodelFormatError
 from ..proto import caffe_pb2
 from .blobproto import blobproto_to_array
-from .limits import check_file_size, read_file
+from .files import existing_file, read_bytes
+from .limits import check_file_size
 from .upgrade import upgrade_net_as_needed
 from .wire import decode
 
@@ -36,7 +37,7 @@ def _looks_like_text(raw: bytes) -> bool:
 def read_net_binary(path) -> "caffe_pb2.NetParameter":
     """Parse a binary caffemodel into an (upgraded) NetParameter, with clear errors."""
     path = os.fspath(path)
-    raw = read_file(path, "caffemodel")
+    raw = read_bytes(path, "caffemodel")
     if not raw:
         raise CaffemodelFormatError(f"{path}: empty file, not a caffemodel")
     net = decode(caffe_pb2.NetParameter(), raw)
@@ -70,9 +71,7 @@ def read_weights(path):
     bytes); anything it does not handle (V0/V1 ``layers``, double_data, unpacked floats) or a malformed file
     goes through protobuf, which also produces the error messages.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileMissingError(f"{path}: no such file")
+    path = existing_file(path)
     if is_hdf5(path):
         return _read_hdf5(path)
     check_file_size(path, "caffemodel")

@@ -8,16 +8,16 @@ Both are written atomically, and both read files written by real Caffe.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import CaffemodelFormatError, FileMissingError
+from ..errors import CaffemodelFormatError
 from ..proto import caffe_pb2
 from .atomic import atomic_path, atomic_write
 from .blobproto import array_to_blobproto, blobproto_to_array
 from .caffemodel import is_hdf5
+from .files import existing_file, read_bytes
 from .wire import decode
 
 
@@ -55,14 +55,11 @@ def write_solverstate_hdf5(path, st: SolverStateData) -> None:
 
 def read_solverstate(path) -> SolverStateData:
     """Read a binary or HDF5 solverstate (ours or real Caffe's); typed errors for missing/corrupt files and
-    for impossible values (validate.check_solverstate)."""
-    from .limits import read_file
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileMissingError(f"{path}: no such solverstate file")
+    for impossible values (check_solverstate)."""
+    path = existing_file(path, "solverstate file")
     if is_hdf5(path):
         return check_solverstate(_read_hdf5(path), path)
-    raw = read_file(path, "solverstate")
+    raw = read_bytes(path, "solverstate")
     state = decode(caffe_pb2.SolverState(), raw, CaffemodelFormatError, f"{path}: not a solverstate, or truncated")
     if not raw or not state.HasField("iter"):
         raise CaffemodelFormatError(f"{path}: not a solverstate (it has no 'iter' field)")

@@ -110,7 +110,7 @@ class Layer:
         all-zero row or column of their conv group. The mask never touches the history, forward or
         backward, and is never serialized."""
         from ..proto import caffe_pb2
-        from ..weights_matrix import conv_groups, eltwise_mask, groupwise_mask, zerout_
+        from ..weights_matrix import conv_groups, eltwise_mask, groupwise_mask
         lp = self.param
         mode = lp.connectivity_mode
         if mode == caffe_pb2.LayerParameter.CONNECTED:

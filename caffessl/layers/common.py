@@ -42,15 +42,15 @@ class InnerProduct(Layer):
         return [tuple(shape[:self.axis]) + (self.N,)]
 
     def forward(self, bottoms):
-        if self.engine is not None:
-            return self.engine.forward(bottoms)
         x = bottoms[0]
         lead = x.shape[:self.axis]
         flat = x.dim() == 2 and self.axis == 1  # already (M, K): no reshape nodes in the graph
         x2 = x if flat else x.reshape(-1, self.K)
         w = self.params[0]
         b = self.params[1] if len(self.params) > 1 else None
-        if self.transpose:
+        if self.engine is not None:
+            y = self.engine(x2, w, b)
+        elif self.transpose:
             y = x2 @ w if b is None else torch.addmm(b, x2, w)
         else:
             y = linear(x2, w, b)     # oneDNN's matmul (and its backward): 1.3-2.4x F.linear's MKL here

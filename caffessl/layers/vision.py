@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -152,9 +153,7 @@ class Convolution(_ConvBase):
         conv = _CONV[self.nsp]
         args = (self.stride, self.pad, self.dilation, self.group)
         if self.conv_mode != caffe_pb2.ConvolutionParameter.LOWERED_GEMM:
-            if self.engine is not None:
-                return self.engine.forward(bottoms)
-            conv = self._forward_only(conv)
+            conv = self._forward_only(conv) if self.engine is None else self._engine_conv
         tops = []
         for x in bottoms:
             if self.axis == 1:
@@ -164,6 +163,9 @@ class Convolution(_ConvBase):
             y = conv(x2, w, b, *args)
             tops.append(y.reshape(*lead, *y.shape[1:]))
         return tops
+
+    def _engine_conv(self, x, w, b, *args):
+        return self.engine(x, w, b)          # the engine's kernel knows the geometry it was built for
 
     def _forward_only(self, conv):
         """No sparse structure built (no weights loaded yet, DIRECT_DCONV, N-D ``auto``): the forward is the
@@ -276,6 +278,18 @@ def pooled_size(h, k, p, s, round_mode, any_pad):
     return out
 
 
+def ave_divisor(hw, kernel, stride, pad, out_hw) -> np.ndarray:
+    """Caffe's AVE pooling divisor per output cell, (oh, ow) float64: (min(hs+kh, H+ph) - hs) *
+    (min(ws+kw, W+pw) - ws) with hs = i*sh - ph -- padding cells count, the ceil overhang does not.
+    Used by the layer and by the ONNX exporter."""
+    def axis(size, k, s, p, n_out):
+        start = np.arange(n_out, dtype=np.int64) * s - p
+        return (np.minimum(start + k, size + p) - start).astype(np.float64)
+    dh = axis(hw[0], kernel[0], stride[0], pad[0], out_hw[0])
+    dw = axis(hw[1], kernel[1], stride[1], pad[1], out_hw[1])
+    return np.outer(dh, dw)
+
+
 def _torch_pooled_size(h, k, p, s, ceil_mode):
     out = (h + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (out - 1) * s >= h + p:
@@ -371,12 +385,8 @@ class Pooling(Layer):
         """Caffe's AVE divisor (min(hs+k, H+p) - hs)(min(ws+k, W+p) - ws), hs = i*s - p, cached per shape."""
         key = (h, w, like.dtype, like.device)
         if self._div is None or self._div[0] != key:
-            def axis(n_out, size, k, s, p):
-                start = torch.arange(n_out, dtype=torch.float64) * s - p
-                return torch.minimum(start + k, torch.tensor(float(size + p))) - start
-            dh = axis(self.out_hw[0], h, self.kernel[0], self.stride[0], self.pad[0])
-            dw = axis(self.out_hw[1], w, self.kernel[1], self.stride[1], self.pad[1])
-            self._div = (key, (dh[:, None] * dw[None, :]).to(like.dtype).to(like.device))
+            div = ave_divisor((h, w), self.kernel, self.stride, self.pad, self.out_hw)
+            self._div = (key, torch.from_numpy(div).to(like.dtype).to(like.device))
         return self._div[1]
 
     def forward(self, bottoms):

@@ -29,11 +29,6 @@ def solver_zerout_threshold(solver_param) -> float:
     return float(solver_param.ssl_stabilize_param.zerout_threshold)
 
 
-def default_zerout_threshold() -> float:
-    """The schema default (the fork's ZEROUT_THRESHOLD), used where no solver is involved (weight load)."""
-    return float(caffe_pb2.SSLStabilizeParameter().zerout_threshold)
-
-
 class Stabilizer:
     """Applies each param's update with its connectivity mask, then zeroes small entries."""
 

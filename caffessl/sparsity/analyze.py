@@ -24,7 +24,7 @@ import torch
 
 from ..errors import CaffeSSLError, LayerConfigError, WeightsError
 from ..proto import caffe_pb2
-from ..weights_matrix import as_matrix, check_block, conv_groups, tile_nonzero, zerout_
+from ..weights_matrix import as_matrix, check_block, conv_groups, matrix_flops, tile_nonzero, zerout_
 
 
 def default_threshold() -> float:
@@ -105,6 +105,7 @@ class LayerSparsity:
     tuned_small: int                  # |w| < threshold in the tuned weights, before zeroing
     orig_small: int | None            # the same in the original weights (None: no original given)
     groups: list[GroupSparsity]
+    flop_fraction: float = 1.0        # the lowered GEMMs' multiply-adds left after zero rows and columns
 
     @property
     def tuned_zero_fraction(self) -> float:
@@ -119,7 +120,7 @@ class LayerSparsity:
     def to_dict(self, columns: bool = False) -> dict:
         return {"name": self.name, "type": self.type, "shape": list(self.shape), "count": self.count,
                 "num_groups": len(self.groups), "orig_zero_fraction": self.orig_zero_fraction,
-                "tuned_zero_fraction": self.tuned_zero_fraction,
+                "tuned_zero_fraction": self.tuned_zero_fraction, "flop_fraction": self.flop_fraction,
                 "group_stats": [g.to_dict(columns) for g in self.groups]}
 
 
@@ -158,7 +159,7 @@ class SparsityAnalysis:
             lines.append("no Convolution or InnerProduct layer with weights in the net")
             return "\n".join(lines)
         cols = [("layer", "<"), ("type", "<"), ("shape", "<"), ("group", ">"), ("matrix", ">"),
-                ("orig 0%", ">"), ("tuned 0%", ">"), ("col%", ">"), ("row%", ">"), ("elem%", ">"),
+                ("orig 0%", ">"), ("tuned 0%", ">"), ("FLOP%", ">"), ("col%", ">"), ("row%", ">"), ("elem%", ">"),
                 ("speedup", ">"), ("blocks (xdimen,ydimen):zero tiles%", "<")]
         rows = []
         for l in self.layers:
@@ -171,6 +172,7 @@ class SparsityAnalysis:
                     f"{g.group}/{len(l.groups)}", f"{g.rows}x{g.cols}",
                     ("-" if orig is None else f"{100 * orig:.2f}") if first else "",
                     f"{100 * l.tuned_zero_fraction:.2f}" if first else "",
+                    f"{100 * l.flop_fraction:.2f}" if first else "",
                     f"{100 * g.col_sparsity:.2f}", f"{100 * g.row_sparsity:.2f}", f"{100 * g.elem_sparsity:.2f}",
                     _fmt_speedup(g.speedup),
                     " ".join(f"({b.xdimen},{b.ydimen}):{100 * b.sparsity:.2f}" for b in g.blocks)])
@@ -240,8 +242,9 @@ def layer_sparsity(layer, threshold: float, orig_weight: torch.Tensor | None = N
             zero_cols=int((col_nnz[gi] == 0).sum()), zeros=int(zeros[gi]),
             col_nonzero_ratio=col_nnz[gi].astype(np.float64) / rg if rg else np.zeros(c),
             blocks=[BlockSparsity(x, y, int(zb[gi]), n) for x, y, zb, n in blocks]))
+    dense, kept, _, _ = matrix_flops(wz, g)          # per output position (caffessl time scales by them)
     return LayerSparsity(layer.name, layer.type, tuple(int(s) for s in w.shape), w.numel(), tuned_small,
-                         orig_small, groups)
+                         orig_small, groups, kept / dense if dense else 0.0)
 
 
 def analyze_net(net, orig_net=None, threshold: float | None = None) -> SparsityAnalysis:

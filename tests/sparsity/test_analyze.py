@@ -210,6 +210,12 @@ def test_a_whole_zero_group_gives_an_infinite_speedup_not_a_crash(tmp_path):
     assert g1.row_sparsity == 1 and g1.col_sparsity == 1 and math.isinf(g1.speedup)
     assert res.to_dict()["layers"][0]["group_stats"][1]["speedup"] is None
     assert "inf" in res.table().splitlines()[3]
+    # FLOPs left: group 0's kept rows x kept columns of its 3x18 matrix, group 1 none, over 2 x 3 x 18
+    m0 = w["conv"][1][0][:3].reshape(3, -1)
+    m0 = np.where(np.abs(m0) < THR, 0, m0)                   # analysed after the fork's zero_out
+    kept = (m0 != 0).any(axis=1).sum() * (m0 != 0).any(axis=0).sum()
+    assert res.layers[0].flop_fraction == pytest.approx(kept / (6 * 18))
+    assert res.to_dict()["layers"][0]["flop_fraction"] == pytest.approx(kept / (6 * 18))
 
 
 # -- the zeroed-out caffemodel ---------------------------------------------------------------------
@@ -361,3 +367,24 @@ def test_golden_ssl_long_run_200(tmp_path, monkeypatch, capsys):
     for key, arr in final.items():
         name, i = key.split("/")
         np.testing.assert_array_equal(z[name][int(i)], arr)
+
+
+def test_net_flops_counts_kept_rows_times_kept_columns_per_group(tmp_path):
+    """sparsity.flops.net_flops (over weights_matrix.matrix_flops): per conv group, kept filters x kept
+    lowered columns x output positions, against a numpy loop."""
+    import caffessl as caffe
+    from caffessl.sparsity.flops import net_flops
+    model = tmp_path / "net.prototxt"
+    model.write_text(NET % "")
+    net = caffe.Net(str(model), caffe.TEST, weights=str(write_caffemodel(tmp_path / "t.caffemodel", make_weights(0))))
+    net.forward()
+    got = {f.name: f for f in net_flops(net)}
+    for name, groups in (("conv", 2), ("ip", 1)):
+        w = net.params[name][0].data
+        m = w.reshape(w.shape[0], -1)
+        top = net.blobs[name].data.shape
+        pos = int(np.prod(top[2:])) if name == "conv" else 1
+        r = m.shape[0] // groups
+        kept = sum((m[g * r:(g + 1) * r] != 0).any(axis=1).sum() * (m[g * r:(g + 1) * r] != 0).any(axis=0).sum()
+                   for g in range(groups))
+        assert got[name].dense == m.size * pos and got[name].remaining == kept * pos

@@ -1,0 +1,21 @@
+"""Opening the files io reads: one place that checks a path names an existing file (FileMissingError names
+it) and reads its bytes."""
+from __future__ import annotations
+
+import os
+
+from ..errors import FileMissingError
+
+
+def existing_file(path, what: str = "file") -> str:
+    """``path`` as a str, or FileMissingError ``<path>: no such <what>``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileMissingError(f"{path}: no such {what}")
+    return path
+
+
+def read_bytes(path, what: str = "file") -> bytes:
+    """The whole content of an existing file, refused over the size limit (io/limits.py: 2 GB by default)."""
+    from .limits import read_file
+    return read_file(existing_file(path, what), what)
