@@ -26,7 +26,7 @@ LOG_FLOAT32_MAX = math.log(FLOAT32_MAX)
 FINITE_EXEMPT = {("ClipParameter", "min"), ("ClipParameter", "max"), ("ThresholdParameter", "threshold")}
 
 FIELD_RULES = {
-    ("BatchNormParameter", "eps"): (lambda v: v >= 0, "must be >= 0"),
+    ("BatchNormParameter", "eps"): (lambda v: v > 0, "must be > 0"),
     ("BatchNormParameter", "moving_average_fraction"): (lambda v: v >= 0, "must be >= 0"),
     ("MVNParameter", "eps"): (lambda v: v >= 0, "must be >= 0"),
     ("DropoutParameter", "dropout_ratio"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
@@ -69,7 +69,18 @@ def _filler(p):
     return None
 
 
-MESSAGE_RULES = {"ExpParameter": _exp, "LogParameter": _log, "FillerParameter": _filler}
+def _power(p):
+    if p.power * p.scale == 0 and p.power != 0:     # a constant top: shift ^ power
+        try:
+            value = math.pow(p.shift, p.power)
+        except (OverflowError, ValueError):
+            value = float("inf")
+        if not abs(value) <= FLOAT32_MAX:
+            return f"the constant output shift ^ power ({p.shift} ^ {p.power}) is not a finite float32"
+    return None
+
+
+MESSAGE_RULES = {"PowerParameter": _power, "ExpParameter": _exp, "LogParameter": _log, "FillerParameter": _filler}
 
 
 def _repeated(fd) -> bool:

@@ -155,7 +155,7 @@ def _net(tmp_path, layers, dims="dim: 2 dim: 3 dim: 8 dim: 8"):
     ("dim: 2", 'layer { name: "e" type: "Exp" bottom: "data" top: "e" exp_param { shift: 1000 } }',
      LayerConfigError, r"n\.prototxt: layer 'e' \(Exp\): exp_param: base \^ shift .* overflows"),
     ("dim: 2 dim: 3", 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" batch_norm_param { eps: -1 } }',
-     LayerConfigError, r"layer 'bn' \(BatchNorm\): batch_norm_param.eps is -1.0; it must be >= 0"),
+     LayerConfigError, r"layer 'bn' \(BatchNorm\): batch_norm_param.eps is -1.0; it must be > 0"),
     ("dim: 2 dim: 3", 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { '
      'num_output: 2 weight_filler { type: "uniform" max: inf } } }', LayerConfigError,
      r"n\.prototxt: layer 'ip' \(InnerProduct\): inner_product_param.weight_filler.*inf"),
