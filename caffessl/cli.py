@@ -1,5 +1,8 @@
 """The ``caffessl`` command: thin flag parsing over the library, like Caffe's ``caffe`` tool.
 
+Flags are read as ``--flag=value`` and, as Caffe's gflags read them, ``-flag value``, ``-flag=value``,
+``-noflag`` (caffessl/commands/_gflags.py), so ``caffessl train -solver S -weights W -gpu 0`` works.
+
 Each subcommand lives in ``caffessl/commands/<name>.py`` with ``add_arguments(parser)`` and ``run(args)``.
 Errors a user can act on print as one line and exit non-zero; ``--debug`` shows the traceback.
 """
@@ -25,6 +28,9 @@ COMMANDS = {
     "slim": ("slim", "remove zero filters and unused channels for good: a smaller prototxt + caffemodel"),
     "parse-log": ("parse_log", "training log -> .train/.test CSV tables (like Caffe's parse_log.py)"),
     "plot-log": ("plot_log", "plot loss/accuracy curves of a training log"),
+    "sweep": ("sweep", "train a grid of solver settings from a YAML study file; table + plots of sparsity"),
+    "features": ("features", "implicit sparsity: dead features (activation, BN gamma) and selectivity per layer"),
+    "device-query": ("device_query", "show the CUDA devices torch sees (like `caffe device_query`)"),
 }
 
 
@@ -59,8 +65,14 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     from .errors import CaffeSSLError
+    from .commands._gflags import normalize
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    try:   # Caffe's own spellings (`caffe train -solver S -gpu 0`), as gflags reads them
+        argv = normalize(argv, parser)
+    except CaffeSSLError as e:
+        print(f"caffessl: error: {e}", file=sys.stderr)
+        return 2
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "_missing", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

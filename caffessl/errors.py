@@ -96,3 +96,11 @@ class SnapshotWriteError(CaffeSSLError):
 
 class UnsupportedError(CaffeSSLError, NotImplementedError):
     """A valid Caffe feature that caffessl does not implement (names the layer and the field)."""
+
+
+class DistributedError(CaffeSSLError):
+    """Data-parallel training that cannot go on: a rank died or disagrees (solver, weights), a bad world."""
+
+
+class DeviceError(CaffeSSLError):
+    """A GPU was asked for that this machine does not have (no CUDA, an id out of range, a repeated id)."""

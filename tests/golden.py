@@ -16,8 +16,17 @@ def need_shared(*parts) -> Path:
     """Path under ../shared, or skip the test with a reason when it is absent (a fresh clone)."""
     p = SHARED.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"reference data {p} is absent (../shared is not beside this checkout)")
+        pytest.skip(missing_reason(p))
     return p
+
+
+def missing_reason(p: Path, shared: Path = SHARED) -> str:
+    """Why a file under ../shared is not there: no ../shared at all, or only this file (or case) missing."""
+    if not shared.is_dir():
+        return f"reference data {p} is absent (../shared is not beside this checkout)"
+    rel = p.relative_to(shared)
+    return (f"reference data {p} is absent: ../shared is beside this checkout but has no {rel}; "
+            f"copy it there to run this test")
 
 
 def case_names(prefixes=(), types=()) -> list[str]:

@@ -18,6 +18,8 @@ FORBIDDEN = [
     ("caffessl.io", "caffessl.solver", "io never imports the solver"),
     ("caffessl.weights_matrix", "caffessl", "weights_matrix depends on nothing inside the package"),
     ("caffessl.conv_modes", "caffessl.solver", "inference engines never import the solver"),
+    ("caffessl.parallel", "caffessl.solver", "parallel/ never imports the solver: the solver attaches it"),
+    ("caffessl.parallel", "caffessl.net", "parallel/ never imports the Net: it works on the solver it is given"),
     # io's readers sit on the upgrade functions, never the other way round (no import cycle)
     ("caffessl.io.upgrade", "caffessl.io.caffemodel", "the upgrade functions work on messages, not files"),
     ("caffessl.io.upgrade", "caffessl.io.prototxt", "the upgrade functions work on messages, not files"),

@@ -13,10 +13,12 @@ def add_arguments(p):
 
 def run(args):
     from ..errors import ExportError
+    from ..export.deploy_check import check_deploy
     from ..export.onnx import export
     from ..net import TEST, Net
     if args.opset < 13:
         raise ExportError(f"--opset {args.opset}: caffessl exports opset 13 or later")
+    check_deploy(args.model, TEST)
     net = Net(args.model, TEST)
     if args.weights:
         for w in args.weights.split(","):

@@ -15,7 +15,7 @@ def add_arguments(p):
     p.add_argument("--model", required=True, help="the net prototxt (its TEST phase is scored)")
     p.add_argument("--weights", required=True, help="comma-separated caffemodels")
     p.add_argument("--iterations", type=int, default=50, help="number of batches (Caffe's default 50)")
-    p.add_argument("--gpu", help="GPU id to use")
+    p.add_argument("--gpu", help="GPU id to use (of several ids or 'all', the first)")
     p.add_argument("--level", type=int, default=0)
     p.add_argument("--stage", default="", help="comma-separated net state stages")
     p.add_argument("--conv-mode", default=None, choices=["gemm", "csrmm", "ccnmm", "auto"],
@@ -56,24 +56,22 @@ def score(net, iterations: int, log):
 
 
 def run(args):
-    from .. import mode
     from ..errors import CaffeSSLError
     from ..log import get_logger, setup_logging
     from ..net import TEST, Net
+    from ._device import use_single_gpu
     setup_logging()
     log = get_logger()
     if args.iterations <= 0:
         raise CaffeSSLError(f"--iterations must be positive, got {args.iterations}")
-    if args.gpu is not None:
-        mode.set_device(0 if args.gpu == "all" else int(args.gpu.split(",")[0]))
-        mode.set_mode_gpu()
+    gpu = use_single_gpu(args.gpu, log)
     stages = [s for s in args.stage.split(",") if s]
     net = Net(args.model, phase=TEST, level=args.level, stages=stages, allow_python=args.allow_python)
     for w in args.weights.split(","):
         net.copy_from(w)
     # logged once the model and weights loaded, so that bad input prints exactly one line
-    if args.gpu is not None:
-        log.info("Use GPU with device ID %s", args.gpu)
+    if gpu is not None:
+        log.info("Use GPU with device ID %d", gpu)
     else:
         log.info("Use CPU.")
     if args.conv_mode:

@@ -14,7 +14,9 @@ def add_arguments(p):
                    help="override conv_mode on every Convolution/InnerProduct: gemm|csrmm|ccnmm|auto")
     p.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"],
                    help="net phase (caffe time uses TRAIN)")
-    p.add_argument("--gpu", default=None, help="device id to run on (CUDA)")
+    p.add_argument("--gpu", default=None, help="device id to run on (CUDA; of several ids or 'all', the first)")
+    p.add_argument("--level", type=int, default=0, help="net state level")
+    p.add_argument("--stage", default="", help="comma-separated net state stages")
 
 
 def _ms(t0):
@@ -59,11 +61,11 @@ def run(args):
 
     import caffessl as caffe
     from ..conv_modes import active_mode, set_conv_mode
-    if args.gpu is not None:
-        caffe.set_mode_gpu()
-        caffe.set_device(int(args.gpu))
+    from ._device import use_single_gpu
+    use_single_gpu(args.gpu)
     phase = caffe.TRAIN if args.phase == "TRAIN" else caffe.TEST
-    net = caffe.Net(args.model, phase, weights=args.weights)
+    stages = [s for s in args.stage.split(",") if s]
+    net = caffe.Net(args.model, phase, weights=args.weights, level=args.level, stages=stages)
     if args.conv_mode:
         set_conv_mode(net, args.conv_mode)
     sparse = any(active_mode(l) != "LOWERED_GEMM" for l in net.layers if l.sparse_modes)
@@ -103,7 +105,7 @@ def run(args):
                 for name, t in timed_backward(net).items():
                     bwd[name] += t
                 total_b += _ms(t_b)
-        print(f"Iteration: {it} forward-backward time: {_ms(t_iter):.3f} ms.")
+        print(f"Iteration: {it} {'forward-backward' if do_backward else 'forward'} time: {_ms(t_iter):.3f} ms.")
     print("Average time per layer: ")
     for name in names:
         print(f"{name:>10}\tforward: {fwd[name] / n:.5f} ms.")

@@ -25,7 +25,11 @@ def add_arguments(p):
     g = p.add_mutually_exclusive_group()
     g.add_argument("--weights", help="comma-separated caffemodels to fine-tune from")
     g.add_argument("--snapshot", help="a .solverstate[.h5] to resume from")
-    p.add_argument("--gpu", help="GPU id to use ('all' = 0); default: the solver's solver_mode")
+    p.add_argument("--gpu", help="GPU ids: 0, or 0,1 / all for one process per device (data-parallel, NCCL); "
+                                 "default: the solver's solver_mode")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU whatever the solver's solver_mode says")
+    p.add_argument("--procs", type=int, help="data-parallel on N CPU processes (gloo) started here; under "
+                                             "torchrun the world comes from its environment instead")
     p.add_argument("--data", help="folder with the MNIST IDX files, converted to the nets' LMDBs if missing")
     p.add_argument("--sigint_effect", choices=EFFECTS, default="stop", help="what Ctrl-C does (Caffe: stop)")
     p.add_argument("--sighup_effect", choices=EFFECTS, default="snapshot", help="what SIGHUP does")
@@ -77,17 +81,22 @@ class SignalActions:
         return "none"
 
 
-def _set_mode(gpu, sp):
+def _set_mode(gpu, sp, args=None):
     from .. import mode
-    from ..proto import caffe_pb2
-    if gpu is None and sp.HasField("solver_mode") and sp.solver_mode == caffe_pb2.SolverParameter.GPU:
-        gpu = str(sp.device_id)
-    if gpu is None:
-        mode.set_mode_cpu()
+    if gpu is None:     # Caffe: `solver_mode: GPU` runs on its device_id; a one-line error names the fix
+        from ._device import solver_gpus
+        ids = solver_gpus(None, bool(getattr(args, "cpu", False)), sp, getattr(args, "solver", "the solver"))
+        if ids:
+            mode.set_device(ids[0])
+            mode.set_mode_gpu()
+        else:
+            mode.set_mode_cpu()
         return
-    ids = [0] if gpu == "all" else [int(x) for x in gpu.split(",")]
-    if len(ids) > 1:
-        raise UnsupportedError(f"--gpu={gpu}: multi-GPU training is not supported; give one device id")
+    if getattr(args, "cpu", False):
+        from ..errors import DeviceError
+        raise DeviceError(f"--cpu and --gpu={gpu} contradict each other; give one of them")
+    from ..parallel.launch import gpu_ids
+    ids = gpu_ids(gpu)          # checked: CUDA present, ids exist; several ids are launched as ranks
     mode.set_device(ids[0])
     mode.set_mode_gpu()
 
@@ -126,13 +135,58 @@ def prepare_mnist(sp, source, data_dir):
         ensure_mnist_lmdb(data_dir, out)
 
 
+def child_args(args) -> list[str]:
+    """The flags of this command line again, without --procs: what each launched rank runs."""
+    import argparse
+    p = argparse.ArgumentParser(add_help=False)
+    add_arguments(p)
+    out = ["train"] + (["--debug"] if getattr(args, "debug", False) else [])
+    for a in p._actions:
+        v = getattr(args, a.dest, None)
+        if a.dest == "procs" or v is None or v == a.default or not a.option_strings:
+            continue
+        opt = max(a.option_strings, key=len)
+        out.append(opt if a.nargs == 0 else f"{opt}={v}")
+    return out
+
+
+def _launch(args):
+    """`--procs=N` / `--gpu=0,1`: check the solver here once, convert MNIST once, then start the ranks."""
+    from ..log import get_logger, setup_logging
+    from ..parallel import launch
+    from ..solver.solver import load_solver_param
+    setup_logging()
+    sp, source = load_solver_param(args.solver)
+    prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
+    kind, n = launch.plan(args.procs, args.gpu)
+    return launch.launch(launch.caffessl_command(child_args(args)), n, get_logger(),
+                         sp.snapshot_prefix if sp.HasField("snapshot_prefix") else None)
+
+
 def run(args):
+    from ..parallel import group, launch
+    kind, _n = launch.plan(getattr(args, "procs", None), args.gpu)
+    if kind == "launch":
+        return _launch(args)
+    if kind == "rank":
+        try:
+            return _with_signals(args, True)
+        except BaseException as e:   # the rank in the error line; the world is left cleanly
+            if e.args and isinstance(e.args[0], str) and not e.args[0].startswith("rank "):
+                e.args = (f"rank {os.environ.get('RANK', '?')}: {e.args[0]}",) + e.args[1:]
+            raise
+        finally:
+            group.destroy()
+    return _with_signals(args, False)
+
+
+def _with_signals(args, in_world):
     with SignalActions(args.sigint_effect, args.sighup_effect) as actions:   # set-up included
         actions.training = False
-        return _run(args, actions)
+        return _run(args, in_world, actions)
 
 
-def _run(args, actions):
+def _run(args, in_world, actions):
     from ..log import get_logger, setup_logging
     from ..solver.solver import get_solver, load_solver_param
     handler = setup_logging()
@@ -146,8 +200,18 @@ def _run(args, actions):
         if args.level or args.stage:
             sp.train_state.level = args.level
             sp.train_state.stage.extend(s for s in args.stage.split(",") if s)
-        _set_mode(args.gpu, sp)
-        prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
+        if in_world:    # join the process group (torchrun or --procs/--gpu): the solver runs data-parallel
+            from ..parallel import group, launch
+            launch.start_rank(args.gpu, sp)
+            if group.local_rank() == 0 and not os.environ.get(launch.LAUNCHER_PID_ENV):
+                prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
+            import torch.distributed as dist
+
+            from ..parallel.allreduce import collective
+            collective("waiting for the other ranks to start", dist.barrier)
+        else:
+            _set_mode(args.gpu, sp, args)
+            prepare_mnist(sp, source, args.data or os.environ.get("CAFFESSL_MNIST"))
         solver = get_solver(sp, source, allow_python=args.allow_python)
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
@@ -166,7 +230,8 @@ def _run(args, actions):
         held.flush()
     log.info("Starting Optimization")
     bar = None
-    if sys.stderr.isatty() and not args.no_progress:
+    if sys.stderr.isatty() and not args.no_progress and (not in_world or solver.parallel is None
+                                                         or solver.parallel.is_root):   # one bar: rank 0's
         from tqdm import tqdm
         bar = tqdm(total=sp.max_iter, initial=solver.iter, unit="it", dynamic_ncols=True, leave=False)
         solver.progress = bar

@@ -98,15 +98,27 @@ def _raw_uint8_batch(datums):
 
 
 class ImageListBatchLoader:
-    """ImageData: images of a "path label" list read in order (reshuffled at every wrap when shuffling)."""
+    """ImageData: images of a "path label" list read in order (reshuffled at every wrap when shuffling).
+    Data-parallel: of the stream of lines, this rank reads the ``offset``-th and every ``stride``-th after it
+    (the skipped lines are not read)."""
 
     def __init__(self, lines, root: str, height: int, width: int, is_color: bool, shuffle: bool, rng,
-                 transformer, batch_size: int, start: int, where: str):
+                 transformer, batch_size: int, start: int, where: str, offset: int = 0, stride: int = 1):
         self.lines, self.root = lines, root
         self.height, self.width, self.is_color = height, width, is_color
         self.shuffle, self.rng = shuffle, rng
         self.transformer, self.batch_size = transformer, batch_size
         self.pos, self.where = start, where
+        self.stride = int(stride)
+        self._advance(int(offset))
+
+    def _advance(self, n: int):
+        for _ in range(n):
+            self.pos += 1
+            if self.pos >= len(self.lines):
+                self.pos = 0
+                if self.shuffle:
+                    self.rng.shuffle(self.lines)
 
     def __call__(self):
         from .image import read_image
@@ -115,11 +127,7 @@ class ImageListBatchLoader:
             path, label = self.lines[self.pos]
             items.append(read_image(self.root + path, self.height, self.width, self.is_color, self.where))
             labels.append(label)
-            self.pos += 1
-            if self.pos >= len(self.lines):
-                self.pos = 0
-                if self.shuffle:
-                    self.rng.shuffle(self.lines)
+            self._advance(self.stride)
         data = self.transformer.transform(_stack(items, self.where, "image"))
         return [torch.from_numpy(data), torch.from_numpy(np.asarray(labels, dtype=np.float32))]
 

@@ -556,6 +556,10 @@ def to_onnx(net, opset: int = OPSET, outputs=None):
             continue
         conv = CONVERTERS.get(layer.type)
         if conv is None:
+            from .deploy_check import is_training_type
+            if is_training_type(layer.type):
+                raise ExportError(f"layer '{layer.name}' ({layer.type}): a data, loss or accuracy layer; export "
+                                  f"the net built from its deploy prototxt (an Input layer, no loss)")
             raise ExportError(f"layer '{layer.name}' ({layer.type}): no ONNX export for this layer type "
                               f"(exportable: {', '.join(sorted(CONVERTERS))})")
         xs = [g.names[b] for b in lp.bottom]

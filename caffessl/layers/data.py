@@ -68,7 +68,9 @@ class HDF5Data(DataLayerBase):
         if p.batch_size < 1:
             self.fail(f"hdf5_data_param.batch_size must be positive, got {p.batch_size}")
         self.batch_size = int(p.batch_size)
-        self.source = HDF5Source(p.source, list(self.param.top), p.shuffle, layer_rng(), self._where())
+        from ..parallel.shard import shard_rows
+        self.source = shard_rows(HDF5Source(p.source, list(self.param.top), p.shuffle, layer_rng(), self._where()),
+                                 self.phase)   # rank r of N reads rows r, r+N, ... (caffessl/parallel/shard.py)
         self._top_shapes = [(self.batch_size,) + s for s in self.source.row_shapes]
 
     def forward(self, bottoms):
@@ -146,6 +148,8 @@ class Data(PrefetchingDataLayer):
         bs = int(p.batch_size)
         self._top_shapes = [(bs,) + shape] + ([(bs,)] if len(self.param.top) > 1 else [])
         from ..data.loaders import DatumBatchLoader
+        from ..parallel.shard import shard_reader
+        reader = shard_reader(reader, self.phase)   # rank r of N reads records r, r+N, ... (Caffe's Skip())
         self._start_prefetch(DatumBatchLoader(reader, transformer, bs, color, len(self.param.top) > 1, where,
                                               record_shape))
 
@@ -181,8 +185,10 @@ class ImageData(PrefetchingDataLayer):
         first = read_image(p.root_folder + lines[start][0], p.new_height, p.new_width, p.is_color, where)
         bs = int(p.batch_size)
         self._top_shapes = [(bs,) + transformer.infer_shape(first.shape), (bs,)]
+        from ..parallel.shard import shard_of
+        rank, n = shard_of(self.phase)   # rank r of N reads lines r, r+N, ... of the stream
         self._start_prefetch(ImageListBatchLoader(lines, p.root_folder, p.new_height, p.new_width, p.is_color,
-                                                  p.shuffle, rng, transformer, bs, start, where))
+                                                  p.shuffle, rng, transformer, bs, start, where, rank, n))
 
 
 @register("MemoryData")

@@ -5,8 +5,8 @@ A Python layer imports a module and runs arbitrary code, so a net may only use o
 
 python_param: ``module`` (imported by name from ``sys.path`` with importlib, never evaluated), ``layer`` (the
 class in it), ``param_str`` (given to the object as ``self.param_str`` before ``setup``) and
-``share_in_parallel`` (deprecated in Caffe; it only matters for multi-GPU workers, which caffessl does not
-run, so it changes nothing).
+``share_in_parallel`` (deprecated in Caffe; it changes nothing: each rank of a data-parallel run is its own
+process with its own layer objects, Caffe's ``share_in_parallel: false``).
 
 The user class follows pycaffe (subclassing ``caffessl.Layer`` -- pycaffe's ``caffe.Layer`` -- is optional):
 

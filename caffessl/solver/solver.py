@@ -18,11 +18,12 @@ import os
 import numpy as np
 import torch
 
-from .. import mode
-from ..errors import CaffemodelFormatError, SolverConfigError
+from .. import mode, parallel
+from ..errors import CaffemodelFormatError, SolverConfigError, TrainingDivergedError
 from ..log import fmt_num, get_logger
 from ..proto import caffe_pb2
 from . import guard, updates
+from .decoupled import DecoupledDecay
 from .lr_policy import check_policy, learning_rate
 from ..io.solverstate import SolverStateData, read_solverstate, write_solverstate, write_solverstate_hdf5
 from .snapshot import snapshot_filename
@@ -164,12 +165,13 @@ class Solver:
         self._hp = self._rule.hyper_parameters(sp)
         log.info("Initializing solver from parameters: \n%s", _text(sp))
         if sp.random_seed >= 0:
-            mode.set_random_seed(sp.random_seed)
+            mode.set_random_seed(parallel.rank_seed(sp.random_seed))     # + rank in a process group
         train_param = train_net_param(sp, source)
         log.info("Creating training net from %s", _net_origin(sp, ("train_net_param", "train_net", "net_param", "net")))
         self.net = Net(train_param, phase=train_param.state.phase, allow_python=allow_python)
         self.test_nets = []
-        for i, tp in enumerate(test_net_params(sp, source)):
+        test_params = test_net_params(sp, source)
+        for i, tp in enumerate(test_params if parallel.is_root() else ()):   # only rank 0 tests (Caffe 1.0)
             log.info("Creating test net (#%d)", i)
             self.test_nets.append(Net(tp, phase=tp.state.phase, allow_python=allow_python))
         for tn in self.test_nets:
@@ -189,6 +191,7 @@ class Solver:
                              for m, idx in by_mult.items()]
         self.regularizer = Regularizer(self.net, sp)
         self.stabilizer = Stabilizer(self.net, sp)
+        self.decoupled = DecoupledDecay(self.params, sp, source)   # W -= (lr_t/base_lr)*lambda*W after the update
         self.iter = 0
         self.current_step = 0
         self.smoothed_loss = 0.0
@@ -202,10 +205,13 @@ class Solver:
         self._callbacks: list = []          # (on_start, on_gradients_ready) pairs: Caffe's callbacks_
         if sp.snapshot_prefix:
             guard.remove_orphans(sp.snapshot_prefix)   # temporary files of a snapshot a kill interrupted
+        self.parallel = parallel.attach(self)   # data-parallel in a process group (caffessl/parallel), or None
         log.info("Solver scaffolding done.")
 
     # -- pycaffe surface ------------------------------------------------------------------------------
-    def _requested_action(self) -> str:
+    def _requested_action(self, during_test: bool = False) -> str:
+        if self.parallel is not None:       # agreed by all ranks with the gradients
+            return self.parallel.requested_action(during_test)
         return self.action_fn() if self.action_fn is not None else NONE
 
     def add_callback(self, on_start, on_gradients_ready):
@@ -323,6 +329,7 @@ class Solver:
         term = self.regularize(display)
         self.compute_update_value(rate)
         self.update_params()
+        self.decoupled.apply(rate)                  # decoupled weight decay, after the update (decoupled.py)
         self.last_regularization_term = term
         return term
 
@@ -334,6 +341,8 @@ class Solver:
             log.info("MultiStep Status: Iteration %d, step = %d", self.iter, self.current_step)
         if display:
             log.info("Iteration %d, lr = %s", self.iter, fmt_num(rate))
+            from .sparsity_log import columns_line
+            log.info("%s", columns_line(self.regularizer.params))
             for line in self.regularizer.sparsity_lines():
                 log.info("%s", line)
         return rate
@@ -393,13 +402,13 @@ class Solver:
         loss = f32(0)
         with torch.no_grad():
             for _ in range(n_iter):
-                request = self._requested_action()
+                request = self._requested_action(during_test=True)
                 while request != NONE:
                     if request == SNAPSHOT:
                         self.snapshot()
                     elif request == STOP:
                         self.requested_early_exit = True
-                    request = self._requested_action()
+                    request = self._requested_action(during_test=True)
                 if self.requested_early_exit:
                     break
                 it_loss = net.forward_loss()
@@ -425,8 +434,11 @@ class Solver:
         return snapshot_filename(self.param.snapshot_prefix, self.iter, ext)
 
     def snapshot(self) -> str:
-        """Write the weights and the solver state at the current iteration; return the solverstate path.
-        Only finite values are written, and a write error keeps the previous snapshot (solver/guard.py)."""
+        """Write the weights and the solver state at the current iteration; return the solverstate path
+        (data-parallel: rank 0 writes, the other ranks return None). Only finite values are written, and a write
+        error keeps the previous snapshot (solver/guard.py)."""
+        if self.parallel is not None and not self.parallel.is_root:
+            return None
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self._filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         path = self._filename(".solverstate.h5" if hdf5 else ".solverstate")

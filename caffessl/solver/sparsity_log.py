@@ -44,6 +44,13 @@ def sparsity_messages(params, threshold: float) -> list[str]:
             TITLES[2] + "\n" + "".join(row), TITLES[3] + "\n" + "".join(blk)]
 
 
+def columns_line(params) -> str:
+    """A label line logged before the four messages (its own glog line, so the fork's lines stay as they are
+    for parse_log.py and the fork's tools): which learnable param each TAB-separated value belongs to."""
+    names = " ".join(f"{info.layer_name}[{info.index}]" for info in params)
+    return f"    (the % values below: one per learnable param, in this order: {names})"
+
+
 def regularization_line(term: float, smoothed_loss: float) -> str:
     """``    Total regularization terms: <T> loss+regular. : <T + smoothed loss>`` (solver.cpp 262)."""
     return f"    Total regularization terms: {fmt(term)} loss+regular. : {fmt(term + smoothed_loss)}"

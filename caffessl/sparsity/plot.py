@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from ..errors import PlotError
-from ..plotting import figure, save_png
+from ..plotting import figure, percent_bars, save_png
 
 
 def require_matplotlib() -> None:
@@ -27,25 +27,11 @@ def _label(layer, g) -> str:
 
 def plot_sparsity_bars(analysis, path) -> str:
     """Bars of element / row / column sparsity (%) per layer, or per conv group; writes a PNG at ``path``."""
-    import numpy as np
     pairs = analysis.groups()
     labels = [_label(l, g) for l, g in pairs]
-    series = [("element", [g.elem_sparsity for _, g in pairs]), ("row", [g.row_sparsity for _, g in pairs]),
-              ("column", [g.col_sparsity for _, g in pairs])]
-    fig = figure(max(6.0, 0.9 * len(labels) + 2), 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    x = np.arange(len(labels))
-    width = 0.27
-    for i, (name, vals) in enumerate(series):
-        ax.bar(x + (i - 1) * width, [100 * v for v in vals], width, label=name)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("sparsity (%)")
-    ax.set_title(f"weight sparsity (zero: |w| < {analysis.threshold:g})")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    return save_png(fig, path)
+    series = [("element", [100 * g.elem_sparsity for _, g in pairs]), ("row", [100 * g.row_sparsity for _, g in pairs]),
+              ("column", [100 * g.col_sparsity for _, g in pairs])]
+    return percent_bars(labels, series, "sparsity (%)", f"weight sparsity (zero: |w| < {analysis.threshold:g})", path)
 
 
 def plot_column_nonzero(analysis, path) -> str:
