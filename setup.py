@@ -21,7 +21,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "onnxruntime", "matplotlib",            # matplotlib: the plot tests (analyze, plot-log)
+        "test": ["pytest", "onnxruntime", "matplotlib", "hypothesis",  # matplotlib: plot tests; hypothesis: fuzz
                  "grpcio-tools==1.85.1"],  # the protoc that generated caffe_pb2 (staleness test)
         "plot": ["matplotlib"],
         "proto": ["grpcio-tools"],

@@ -59,6 +59,14 @@ def build_parser():
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:   # Ctrl-C before a command runs (imports, flag parsing): one line, no traceback
+        print("caffessl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv=None) -> int:
     from .errors import CaffeSSLError
     from .commands._gflags import normalize
     argv = sys.argv[1:] if argv is None else argv

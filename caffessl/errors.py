@@ -90,6 +90,26 @@ class RecipeError(CaffeSSLError):
     """A recipe file that cannot run (names the file, line and key or step)."""
 
 
+class ResourceLimitError(CaffeSSLError):
+    """An input that would need more than a configured limit (file size, memory): caffessl.io.limits."""
+
+
+class FileTooLargeError(ResourceLimitError):
+    """A file over the reader size limit (default 2 GB, as Caffe's protobuf limit)."""
+
+
+class MemoryLimitError(ResourceLimitError, LayerConfigError):
+    """A net whose blobs and params would need more memory than the limit (names the layers and shapes)."""
+
+
+class SnapshotWriteError(CaffeSSLError):
+    """A snapshot that could not be written (disk full, permissions): the previous snapshot is intact."""
+
+
+class UnsupportedError(CaffeSSLError, NotImplementedError):
+    """A valid Caffe feature that caffessl does not implement (names the layer and the field)."""
+
+
 class DistributedError(CaffeSSLError):
     """Data-parallel training that cannot go on: a rank died or disagrees (solver, weights), a bad world."""
 

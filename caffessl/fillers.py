@@ -27,16 +27,23 @@ def _legacy(t: torch.Tensor, i: int) -> int:
 
 def _variance_n(t, fp) -> np.float32:
     """XavierFiller / MSRAFiller's n: fan_in = count / num, fan_out = count / channels (integers), per
-    variance_norm."""
+    variance_norm; a blob with no values or a zero fan has no scale (LayerConfigError)."""
     from .proto import caffe_pb2
     count = t.numel()
+    if count == 0:
+        raise LayerConfigError(f"{fp.type} filler: the blob of shape {tuple(t.shape)} holds no values")
     fan_in, fan_out = count // _legacy(t, 0), count // _legacy(t, 1)
     norm = fp.variance_norm
     if norm == caffe_pb2.FillerParameter.AVERAGE:
-        return F(fan_in + fan_out) / F(2)
-    if norm == caffe_pb2.FillerParameter.FAN_OUT:
-        return F(fan_out)
-    return F(fan_in)
+        n = F(fan_in + fan_out) / F(2)
+    elif norm == caffe_pb2.FillerParameter.FAN_OUT:
+        n = F(fan_out)
+    else:
+        n = F(fan_in)
+    if not n > 0:
+        raise LayerConfigError(f"{fp.type} filler: blob of shape {tuple(t.shape)} has a zero fan "
+                               f"(variance_norm {caffe_pb2.FillerParameter.VarianceNorm.Name(norm)})")
+    return n
 
 
 def _put(t: torch.Tensor, values: np.ndarray) -> None:
@@ -44,8 +51,21 @@ def _put(t: torch.Tensor, values: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def fill(t: torch.Tensor, fp) -> torch.Tensor:
-    """Fill ``t`` in place according to the caffe_pb2.FillerParameter ``fp``."""
+def fill(t: torch.Tensor, fp, where: str = "") -> torch.Tensor:
+    """Fill ``t`` in place according to the caffe_pb2.FillerParameter ``fp``; errors start with ``where``
+    (the file and the layer)."""
+    try:
+        return _fill(t, fp)
+    except LayerConfigError as e:
+        if not where:
+            raise
+        raise LayerConfigError(f"{where}: {e}") from None
+
+
+def _fill(t: torch.Tensor, fp) -> torch.Tensor:
+    for name in ("value", "min", "max", "mean", "std"):
+        if not math.isfinite(getattr(fp, name)):
+            raise LayerConfigError(f"filler '{fp.type}': {name} is {getattr(fp, name)}; it must be finite")
     kind = fp.type
     if kind != "gaussian" and fp.sparse != -1:
         raise LayerConfigError(f"filler '{kind}': sparse ({fp.sparse}) is only supported by the gaussian filler")
@@ -56,6 +76,8 @@ def fill(t: torch.Tensor, fp) -> torch.Tensor:
     elif kind == "uniform":
         if not fp.min <= fp.max:        # caffe_rng_uniform: CHECK_LE(a, b)
             raise LayerConfigError(f"uniform filler: min ({fp.min}) is above max ({fp.max})")
+        if not math.isfinite(F(fp.max) - F(fp.min)):
+            raise LayerConfigError(f"uniform filler: the range [{fp.min}, {fp.max}] overflows float32")
         _put(t, rng.uniform(n, fp.min, fp.max))
     elif kind == "gaussian":
         if not fp.std > 0:              # caffe_rng_gaussian: CHECK_GT(sigma, 0)

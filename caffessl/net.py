@@ -22,9 +22,11 @@ from . import debug_info, mode
 from .malloc import keep_freed_memory
 from .blob import Blob
 from .errors import (CaffeSSLError, LayerConfigError, MissingBottomError, NetGraphError, ShapeMismatchError,
-                     WeightsError)
+                     UnsupportedError, WeightsError)
+from .io.limits import MemoryBudget
 from .layers.base import count_ok, get_layer_class
 from .proto import caffe_pb2
+from .validate import check_layer_param, check_top_shapes
 from .weights_matrix import conv_groups
 
 log = logging.getLogger("caffessl")
@@ -183,16 +185,19 @@ class Net:
         self.learnable_params: list[ParamInfo] = []
         self._param_owner_by_name = {}
         self._propagate_down = []
+        self._budget = MemoryBudget(self.source)  # blobs + params, refused past the limit before allocation
 
     def _create_layer(self, lp_src):
         """LayerRegistry::CreateLayer on a private copy of the LayerParameter; bottom/top counts checked."""
         lp = caffe_pb2.LayerParameter()
         lp.CopyFrom(lp_src)
+        check_layer_param(lp, self.source)
         cls = get_layer_class(lp.type, lp.name)
         # Net::Init gives a layer the net's phase only when it names none (a `phase: TRAIN` Dropout
         # inside a TEST net keeps dropping)
         layer = cls(lp, lp.phase if lp.HasField("phase") else self.phase, self.device, self.dtype)
         layer.net = weakref.proxy(self)
+        layer.budget = self._budget
         nb, nt = len(lp.bottom), len(lp.top)
         if not count_ok(cls.num_bottoms, nb):
             raise LayerConfigError(f"layer '{lp.name}' ({lp.type}) takes {_fmt_count(cls.num_bottoms)} "
@@ -222,6 +227,7 @@ class Net:
         if len(top_shapes) != len(lp.top):
             raise LayerConfigError(f"layer '{lp.name}' ({lp.type}) produced {len(top_shapes)} tops, "
                                    f"prototxt names {len(lp.top)}")
+        check_top_shapes(layer, top_shapes, self._budget)
         return top_shapes
 
     def _append_tops(self, layer, top_shapes, available):
@@ -336,8 +342,8 @@ class Net:
         regularization_type (caffessl: zerout_threshold too); block_group_lasso on both sides is an error, on
         the non-owner only adopted; a non-owner's decay_proto is not implemented in the fork."""
         if spec.decay_proto:
-            raise NotImplementedError(f"layer '{lname}': decay_proto on shared param '{pname}', which is not "
-                                      f"its owner (the SSL fork aborts: NOT_IMPLEMENTED)")
+            raise UnsupportedError(f"layer '{lname}': decay_proto on shared param '{pname}', which is not "
+                                   f"its owner (the SSL fork aborts: NOT_IMPLEMENTED)")
         adopted = caffe_pb2.ParamSpec()
         adopted.CopyFrom(owner.spec)
         changed = False

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from ..errors import DataSourceError
+from ..errors import DataSourceError, UnsupportedError
 
 EFFECTS = ("stop", "snapshot", "none")
 MNIST_HELP = ("download the four MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
@@ -41,7 +41,11 @@ def add_arguments(p):
 
 
 class SignalActions:
-    """Caffe's SignalHandler: SIGINT/SIGHUP set a flag; the solver polls it after each iteration."""
+    """Caffe's SignalHandler: SIGINT/SIGHUP set a flag; the solver polls it after each iteration.
+
+    Installed before set-up: a Ctrl-C during set-up (nothing to snapshot yet), or a second Ctrl-C while the
+    first one's effect is under way, interrupts at once (one line, exit 130; atomic writes leave no partial
+    file) -- unless sigint_effect is none. A SIGHUP during set-up takes effect when training starts."""
 
     def __init__(self, sigint_effect: str, sighup_effect: str):
         self.effects = {signal.SIGINT: sigint_effect}
@@ -49,9 +53,16 @@ class SignalActions:
             self.effects[signal.SIGHUP] = sighup_effect
         self.pending: list[str] = []
         self._old = {}
+        self.training = True       # run() clears it for the set-up
+        self._sigints = 0
 
     def _handle(self, signum, _frame):
-        self.pending.append(self.effects[signum])
+        effect = self.effects[signum]
+        if signum == signal.SIGINT and effect != "none":
+            self._sigints += 1
+            if not self.training or self._sigints > 1:
+                raise KeyboardInterrupt
+        self.pending.append(effect)
 
     def __enter__(self):
         for s in self.effects:
@@ -159,17 +170,23 @@ def run(args):
         return _launch(args)
     if kind == "rank":
         try:
-            return _run(args, True)
+            return _with_signals(args, True)
         except BaseException as e:   # the rank in the error line; the world is left cleanly
             if e.args and isinstance(e.args[0], str) and not e.args[0].startswith("rank "):
                 e.args = (f"rank {os.environ.get('RANK', '?')}: {e.args[0]}",) + e.args[1:]
             raise
         finally:
             group.destroy()
-    return _run(args, False)
+    return _with_signals(args, False)
 
 
-def _run(args, in_world):
+def _with_signals(args, in_world):
+    with SignalActions(args.sigint_effect, args.sighup_effect) as actions:   # set-up included
+        actions.training = False
+        return _run(args, in_world, actions)
+
+
+def _run(args, in_world, actions):
     from ..log import get_logger, setup_logging
     from ..solver.solver import get_solver, load_solver_param
     handler = setup_logging()
@@ -219,9 +236,9 @@ def _run(args, in_world):
         bar = tqdm(total=sp.max_iter, initial=solver.iter, unit="it", dynamic_ncols=True, leave=False)
         solver.progress = bar
     try:
-        with SignalActions(args.sigint_effect, args.sighup_effect) as actions:
-            solver.action_fn = actions
-            solver.solve()
+        solver.action_fn = actions
+        actions.training = True
+        solver.solve()
     finally:
         if bar is not None:
             bar.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, UnsupportedError
 from ..proto import caffe_pb2
 from . import auto as _auto
 from .ccnmm import CCNMMConv
@@ -96,7 +96,7 @@ def make_engine(layer, mode=None):
     if getattr(layer, "nsp", 2) != 2:
         if kind == "auto":
             return None
-        raise NotImplementedError(f"layer '{layer.name}' (Convolution): conv_mode {mode_name(mode)} needs a "
+        raise UnsupportedError(f"layer '{layer.name}' (Convolution): conv_mode {mode_name(mode)} needs a "
                                   f"2-D convolution (the fork's masked im2col is 2-D only); this one has "
                                   f"{layer.nsp} spatial axes")
     choose = _conv_chooser(kind)

@@ -33,6 +33,17 @@ class CyclingReader:
         """The next ``n`` (key, value) records, wrapping to the first after the last (one call per batch)."""
         return [self.read() for _ in range(n)]
 
+    def skip(self, n: int) -> None:
+        """Advance ``n`` records (DataLayer's rand_skip). The cursor cycles, so after one full turn the rest is
+        taken modulo the number of records: a skip of 2^31 costs at most two passes over the database."""
+        first = self.current()[0]
+        for done in range(1, n + 1):
+            self.next()
+            if self.current()[0] == first:      # one full turn: ``done`` records in the database
+                for _ in range((n - done) % done):
+                    self.next()
+                return
+
     def close(self):
         if not self._closed:
             self._closed = True

@@ -36,12 +36,19 @@ def _pil_to_chw(img, color) -> np.ndarray:
 
 
 def decode_image(data: bytes, color=None, where: str = "image") -> np.ndarray:
+    """Decode with Pillow; an image over Pillow's pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``, a
+    decompression-bomb guard) is refused, not only warned about."""
+    import warnings
     from PIL import Image, UnidentifiedImageError
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return _pil_to_chw(img, color)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return _pil_to_chw(img, color)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise DataSourceError(f"{where}: image refused: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise DataSourceError(f"{where}: could not decode the image ({e})") from None
 
 

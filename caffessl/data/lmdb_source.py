@@ -7,6 +7,7 @@ import os
 
 from ..errors import DataSourceError
 from .db import BatchWriter, CyclingReader
+from .lmdb_check import check_lmdb_file, check_still_whole
 from .shared_handles import SharedHandles
 
 
@@ -19,6 +20,8 @@ def _open_env(path: str, where: str):
         raise DataSourceError(f"{where}: data_param.source is empty")
     if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "data.mdb")):
         raise DataSourceError(f"{where}: '{path}' is not an LMDB database (no {os.path.join(path, 'data.mdb')})")
+
+    check_lmdb_file(os.path.join(path, "data.mdb"), where)
 
     def opener():
         try:
@@ -35,6 +38,8 @@ class LMDBReader(CyclingReader):
         self.path = path
         self.where = where
         self.env, self._key = _open_env(path, where)
+        self._file = os.path.join(path, "data.mdb")
+        self._need = check_lmdb_file(self._file, where)
         self.txn = self.env.begin(buffers=False)
         self.cursor = self.txn.cursor()
         if not self.cursor.first():
@@ -53,6 +58,14 @@ class LMDBReader(CyclingReader):
 
     def read_many(self, n: int) -> list:
         """The next ``n`` (key, value) records, wrapping to the first after the last (one call per batch)."""
+        import lmdb
+        check_still_whole(self._file, self._need, self.where)
+        try:
+            return self._read_many(n)
+        except lmdb.Error as e:
+            raise DataSourceError(f"{self.where}: LMDB '{self.path}' is damaged ({e})") from None
+
+    def _read_many(self, n: int) -> list:
         out = []
         while len(out) < n:
             kv = self.current()

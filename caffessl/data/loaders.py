@@ -29,8 +29,10 @@ def _stack(items, where, what):
 class DatumBatchLoader:
     """Data layer: ``batch_size`` consecutive Datum records of an LMDB, transformed; labels as float."""
 
-    def __init__(self, reader, transformer, batch_size: int, color, output_labels: bool, where: str):
+    def __init__(self, reader, transformer, batch_size: int, color, output_labels: bool, where: str,
+                 record_shape=None):
         self.reader, self.transformer = reader, transformer
+        self.record_shape = tuple(record_shape) if record_shape is not None else None  # fixed by the first
         self.batch_size, self.color, self.output_labels = batch_size, color, output_labels
         self.where = where
         self._raw = RawDatumBatches()
@@ -64,6 +66,12 @@ class DatumBatchLoader:
         return self._out(batch, labels)
 
     def _out(self, batch, labels):
+        if self.record_shape is None:
+            self.record_shape = tuple(batch.shape[1:])
+        elif tuple(batch.shape[1:]) != self.record_shape:
+            raise DataSourceError(f"{self.where}: a batch of '{self.reader.path}' holds records of shape "
+                                  f"{tuple(batch.shape[1:])}, the first record's is {self.record_shape} (every "
+                                  f"record of a Data source must have one shape)")
         out = [torch.from_numpy(self.transformer.transform(batch))]
         if self.output_labels:
             out.append(torch.from_numpy(np.asarray(labels, dtype=np.float32)))

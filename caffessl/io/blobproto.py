@@ -2,6 +2,7 @@
 helpers (BlobProto, BlobProtoVector and Datum <-> numpy), which ``caffessl.io`` exports under pycaffe's names."""
 from __future__ import annotations
 
+import math
 import operator
 import os
 
@@ -24,11 +25,13 @@ def blob_shape(bp) -> tuple:
 
 def blobproto_to_array(bp, where: str = "blob") -> np.ndarray:
     shape = blob_shape(bp)
+    from .limits import check_declared
+    check_declared(shape, 4, where)
     if len(bp.double_data):
         arr = np.asarray(bp.double_data, dtype=np.float64).astype(np.float32)
     else:
         arr = np.asarray(bp.data, dtype=np.float32)
-    count = int(np.prod(shape))  # 1 for a 0-axis blob
+    count = operator.index(math.prod(shape))  # 1 for a 0-axis blob; exact (no int64 wrap-around)
     if arr.size != count:
         raise CaffemodelFormatError(f"{where}: holds {arr.size} values but its shape {shape} needs {count}")
     return arr.reshape(shape)
@@ -57,7 +60,7 @@ def array_to_blobproto(arr, diff=None, legacy_shape: bool = False):
 def read_binaryproto(path) -> np.ndarray:
     """Read a binary BlobProto file (e.g. mean.binaryproto) as a float32 array of its shape."""
     path = os.fspath(path)
-    raw = read_bytes(path)
+    raw = read_bytes(path, "binaryproto")
     bp = decode(caffe_pb2.BlobProto(), raw, CaffemodelFormatError, f"{path}: not a binary BlobProto")
     if not (len(bp.data) or len(bp.double_data)):
         raise CaffemodelFormatError(f"{path}: not a binary BlobProto (it holds no values)")

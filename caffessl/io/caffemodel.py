@@ -13,6 +13,7 @@ from ..errors import CaffemodelFormatError
 from ..proto import caffe_pb2
 from .blobproto import blobproto_to_array
 from .files import existing_file, read_bytes
+from .limits import check_file_size
 from .upgrade import upgrade_net_as_needed
 from .wire import decode
 
@@ -36,7 +37,7 @@ def _looks_like_text(raw: bytes) -> bool:
 def read_net_binary(path) -> "caffe_pb2.NetParameter":
     """Parse a binary caffemodel into an (upgraded) NetParameter, with clear errors."""
     path = os.fspath(path)
-    raw = read_bytes(path)
+    raw = read_bytes(path, "caffemodel")
     if not raw:
         raise CaffemodelFormatError(f"{path}: empty file, not a caffemodel")
     net = decode(caffe_pb2.NetParameter(), raw)
@@ -52,19 +53,14 @@ def read_net_binary(path) -> "caffe_pb2.NetParameter":
 
 
 def _read_hdf5(path):
-    import h5py
+    from .hdf5_read import open_hdf5
     out = []
-    try:
-        with h5py.File(path, "r") as f:
-            if "data" not in f:
-                raise CaffemodelFormatError(f"{path}: HDF5 file without a 'data' group, not a caffemodel.h5")
-            data = f["data"]
-            for lname in data.keys():  # h5py keeps creation order when the file tracks it
-                g = data[lname]
-                n = len(g.keys())
-                out.append((lname, None, [np.asarray(g[str(i)], dtype=np.float32) for i in range(n)]))
-    except OSError as e:
-        raise CaffemodelFormatError(f"{path}: unreadable HDF5 caffemodel ({e})") from None
+    with open_hdf5(path, "caffemodel.h5") as h:
+        data = h.group(h.file, "data", "group 'data'")
+        for lname in h.keys(data, "group 'data'"):  # h5py keeps creation order when the file tracks it
+            g = h.group(data, lname, f"layer '{lname}'")
+            n = len(h.keys(g, f"layer '{lname}'"))
+            out.append((lname, None, [h.array(g, str(i), f"layer '{lname}' blob {i}") for i in range(n)]))
     return out
 
 
@@ -78,6 +74,7 @@ def read_weights(path):
     path = existing_file(path)
     if is_hdf5(path):
         return _read_hdf5(path)
+    check_file_size(path, "caffemodel")
     from .wire import read_layer_blobs
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size

@@ -16,6 +16,6 @@ def existing_file(path, what: str = "file") -> str:
 
 
 def read_bytes(path, what: str = "file") -> bytes:
-    """The whole content of an existing file."""
-    with open(existing_file(path, what), "rb") as f:
-        return f.read()
+    """The whole content of an existing file, refused over the size limit (io/limits.py: 2 GB by default)."""
+    from .limits import read_file
+    return read_file(existing_file(path, what), what)

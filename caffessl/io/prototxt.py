@@ -5,18 +5,16 @@ import os
 
 from google.protobuf import text_format
 
-from ..errors import FileMissingError, PrototxtParseError
+from ..errors import PrototxtParseError
 from ..proto import caffe_pb2
 from .upgrade import upgrade_net_as_needed, upgrade_solver_as_needed
 
 
 def _read_text(path) -> str:
+    from .limits import read_file
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileMissingError(f"{path}: no such file")
+    raw = read_file(path, "prototxt")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PrototxtParseError(

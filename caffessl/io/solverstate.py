@@ -54,33 +54,45 @@ def write_solverstate_hdf5(path, st: SolverStateData) -> None:
 
 
 def read_solverstate(path) -> SolverStateData:
-    """Read a binary or HDF5 solverstate (ours or real Caffe's); typed errors for missing/corrupt files."""
+    """Read a binary or HDF5 solverstate (ours or real Caffe's); typed errors for missing/corrupt files and
+    for impossible values (check_solverstate)."""
     path = existing_file(path, "solverstate file")
     if is_hdf5(path):
-        return _read_hdf5(path)
-    raw = read_bytes(path)
+        return check_solverstate(_read_hdf5(path), path)
+    raw = read_bytes(path, "solverstate")
     state = decode(caffe_pb2.SolverState(), raw, CaffemodelFormatError, f"{path}: not a solverstate, or truncated")
     if not raw or not state.HasField("iter"):
         raise CaffemodelFormatError(f"{path}: not a solverstate (it has no 'iter' field)")
     hist = [blobproto_to_array(b, f"{path}: history blob {i}") for i, b in enumerate(state.history)]
-    return SolverStateData(state.iter, state.learned_net if state.HasField("learned_net") else "",
-                           state.current_step, hist)
+    return check_solverstate(SolverStateData(state.iter, state.learned_net if state.HasField("learned_net")
+                                             else "", state.current_step, hist), path)
 
 
 def _read_hdf5(path) -> SolverStateData:
-    import h5py
-    try:
-        with h5py.File(path, "r") as f:
-            if "iter" not in f or "history" not in f:
-                raise CaffemodelFormatError(f"{path}: HDF5 file without 'iter'/'history', not a solverstate.h5")
-            it = int(np.asarray(f["iter"]).reshape(-1)[0])
-            learned = ""
-            if "learned_net" in f:
-                v = f["learned_net"][()]
-                learned = (v.decode("utf-8") if isinstance(v, bytes) else str(v)).rstrip("\0")
-            step = int(np.asarray(f["current_step"]).reshape(-1)[0]) if "current_step" in f else 0
-            g = f["history"]
-            hist = [np.asarray(g[str(i)], dtype=np.float32) for i in range(len(g.keys()))]
-    except OSError as e:
-        raise CaffemodelFormatError(f"{path}: unreadable HDF5 solverstate ({e})") from None
+    from .hdf5_read import open_hdf5
+    with open_hdf5(path, "solverstate.h5") as h:
+        f = h.file
+        it = h.integer(f, "iter", "dataset 'iter'", lo=-2 ** 31)
+        learned = h.string(f, "learned_net", "dataset 'learned_net'") if h.has(f, "learned_net") else ""
+        step = h.integer(f, "current_step", "dataset 'current_step'", lo=-2 ** 31) \
+            if h.has(f, "current_step") else 0
+        g = h.group(f, "history", "group 'history'")
+        n = len(h.keys(g, "group 'history'"))
+        hist = [h.array(g, str(i), f"history blob {i}") for i in range(n)]
     return SolverStateData(it, learned, step, hist)
+
+
+def check_solverstate(st, path: str):
+    """A restored solver state's values are possible: iter and current_step in [0, 2^31), finite history."""
+    for name in ("iter", "current_step"):
+        v = getattr(st, name)
+        if not 0 <= v < 2 ** 31:
+            raise CaffemodelFormatError(f"{path}: solverstate field '{name}' is {v}; it must be in [0, 2^31)")
+    for i, h in enumerate(st.history):
+        if not np.isfinite(h).all():
+            raise CaffemodelFormatError(f"{path}: solverstate history blob {i} holds NaN or Inf values")
+    if not isinstance(st.learned_net, str):
+        raise CaffemodelFormatError(f"{path}: solverstate field 'learned_net' is not UTF-8 text")
+    if "\0" in st.learned_net:
+        raise CaffemodelFormatError(f"{path}: solverstate field 'learned_net' holds a NUL character")
+    return st

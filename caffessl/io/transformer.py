@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ..errors import CaffeSSLError, FileMissingError, NetGraphError, ShapeMismatchError
+from ..errors import CaffeSSLError, FileMissingError, NetGraphError, ShapeMismatchError, UnsupportedError
 
 # skimage.color.rgb2gray's weights (pycaffe's load_image(color=False) reads through skimage's as_grey)
 _GRAY = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
@@ -62,7 +62,7 @@ def resize_image(im, new_dims, interp_order: int = 1) -> np.ndarray:
     if im.shape[:2] == (h, w):
         return im.astype(np.float32, copy=True)
     if interp_order not in (0, 1):
-        raise NotImplementedError(f"resize_image: interp_order {interp_order} (only 0 = nearest and 1 = bilinear)")
+        raise UnsupportedError(f"resize_image: interp_order {interp_order} (only 0 = nearest and 1 = bilinear)")
     lo, hi = float(im.min()), float(im.max())
     if hi <= lo:
         return np.full((h, w, im.shape[-1]), lo, dtype=np.float32)
@@ -200,8 +200,9 @@ def load_mean(path) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileMissingError(f"{path}: no such file")
     if path.endswith(".npy"):
+        from .limits import load_npy
         try:
-            m = np.load(path, allow_pickle=False)
+            m = load_npy(path, "mean .npy")
         except ValueError as e:
             raise CaffeSSLError(f"{path}: not a plain .npy array ({e})") from None
     else:

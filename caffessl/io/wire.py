@@ -8,6 +8,8 @@ the error message. Field numbers come from proto/caffe.proto.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..proto import caffe_pb2
@@ -120,8 +122,8 @@ def _blob(buf, pos, end, where):
         shape = tuple(1 if v is None else v for v in legacy)  # the schema's defaults are 1
     else:
         shape = ()  # Caffe writes a 0-axis blob (e.g. a shared PReLU slope) with no shape at all
-    count = int(np.prod(shape))  # 1 for a 0-axis blob
-    if count != data.size or any(d < 0 for d in shape):
+    count = math.prod(shape)  # 1 for a 0-axis blob (exact: no int64 wrap-around)
+    if count != data.size or any(d < 0 for d in shape) or math.prod(max(d, 1) for d in shape) > 1 << 48:
         raise _Unhandled   # protobuf path reports it with the blob's place
     return data.reshape(shape)
 

@@ -152,12 +152,25 @@ class Layer:
     # -- helpers for implementations ------------------------------------------------------------
     def new_param(self, shape, filler=None) -> torch.nn.Parameter:
         from ..fillers import fill
-        t = torch.zeros(tuple(int(s) for s in shape), dtype=self.dtype, device=self.device)
+        from ..validate import check_param_shape
+        shape = check_param_shape(self, shape)
+        t = torch.zeros(shape, dtype=self.dtype, device=self.device)
         if filler is not None:
-            fill(t, filler)
+            fill(t, filler, where=self.where_defined())
         p = torch.nn.Parameter(t)
         self.params.append(p)
         return p
+
+    def reserve(self, what: str, shape) -> None:
+        """Charge a working tensor the forward will allocate to the net's memory budget (set-up time)."""
+        budget = getattr(self, "budget", None)
+        if budget is not None:
+            budget.charge(self.name, what, shape, copies=1)
+
+    def where_defined(self) -> str:
+        """'<net file>: layer 'name' (Type)' for error messages."""
+        source = getattr(getattr(self, "budget", None), "source", None)
+        return f"{source + ': ' if source else ''}layer '{self.name}' ({self.type})"
 
     def fail(self, msg: str, cls=LayerConfigError):
         raise cls(f"layer '{self.name}' ({self.type}): {msg}")

@@ -135,13 +135,13 @@ class Data(PrefetchingDataLayer):
             reader.close()
             raise
         if p.rand_skip:
-            for _ in range(int(rng.randint(0, 2 ** 31 - 1)) % p.rand_skip):
-                reader.next()
+            reader.skip(int(rng.randint(0, 2 ** 31 - 1)) % p.rand_skip)
         color = _encoded_color(tp, p)
         try:
             key, val = reader.current()
             at = f"{where}: record {key.decode('utf-8', 'replace')!r} of '{p.source}'"
-            shape = transformer.infer_shape(datum_to_array(parse_datum(val, at), color, at).shape)
+            record_shape = datum_to_array(parse_datum(val, at), color, at).shape
+            shape = transformer.infer_shape(record_shape)
         except BaseException:
             reader.close()
             raise
@@ -150,7 +150,8 @@ class Data(PrefetchingDataLayer):
         from ..data.loaders import DatumBatchLoader
         from ..parallel.shard import shard_reader
         reader = shard_reader(reader, self.phase)   # rank r of N reads records r, r+N, ... (Caffe's Skip())
-        self._start_prefetch(DatumBatchLoader(reader, transformer, bs, color, len(self.param.top) > 1, where))
+        self._start_prefetch(DatumBatchLoader(reader, transformer, bs, color, len(self.param.top) > 1, where,
+                                              record_shape))
 
 
 @register("ImageData")

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnsupportedError
 from ..proto import caffe_pb2
 from .base import Layer, register
 
@@ -344,7 +345,7 @@ class InfogainLoss(_LossLayer):
     def setup(self, bottom_shapes):
         p = self.param.infogain_loss_param
         if p.HasField("axis"):
-            raise NotImplementedError(
+            raise UnsupportedError(
                 f"layer '{self.name}' (InfogainLoss): infogain_loss_param.axis belongs to a later Caffe whose "
                 f"InfogainLoss applies a softmax; this (SSL fork) version takes probabilities and has no axis")
         self.H = None

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ShapeMismatchError
+from ..errors import ShapeMismatchError, UnsupportedError
 from ..proto import caffe_pb2
 from . import kernels
 from .base import Layer, register
@@ -56,7 +56,7 @@ class _ConvGeometry(Layer):
         self.axis = self.canonical_axis(p.axis, len(shape))
         self.nsp = len(shape) - self.axis - 1
         if self.nsp not in _CONV:
-            raise NotImplementedError(f"layer '{self.name}' ({self.type}): {self.nsp}-D convolution is not "
+            raise UnsupportedError(f"layer '{self.name}' ({self.type}): {self.nsp}-D convolution is not "
                                       f"implemented (1-D, 2-D and 3-D spatial blobs are)")
         self.kernel = spatial_values(p, "kernel_size", self.nsp, None, self)
         self.pad = spatial_values(p, "pad", self.nsp, 0, self)
@@ -368,6 +368,9 @@ class Pooling(Layer):
             for d, k, pd, st in zip((h, w), self.kernel, self.pad, self.stride)]
         self.ceil_mode = ceil_mode
         self._div = None
+        if not self.torch_ok:   # the explicitly padded input (_pad_to_windows) is a blob of its own
+            self.reserve("padded input", (n, c) + tuple((o - 1) * st + k for o, st, k in
+                                                        zip(self.out_hw, self.stride, self.kernel)))
         return [(n, c, *self.out_hw)] * len(self.param.top)
 
     def _pad_to_windows(self, x, value, left=True):

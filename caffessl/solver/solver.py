@@ -13,7 +13,6 @@ Everything is driven by the SolverParameter; the update rules are the functions 
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -23,7 +22,7 @@ from .. import mode, parallel
 from ..errors import CaffemodelFormatError, SolverConfigError, TrainingDivergedError
 from ..log import fmt_num, get_logger
 from ..proto import caffe_pb2
-from . import updates
+from . import guard, updates
 from .decoupled import DecoupledDecay
 from .lr_policy import check_policy, learning_rate
 from ..io.solverstate import SolverStateData, read_solverstate, write_solverstate, write_solverstate_hdf5
@@ -204,6 +203,8 @@ class Solver:
         self.last_snapshot: tuple | None = None
         self.last_regularization_term = 0.0
         self._callbacks: list = []          # (on_start, on_gradients_ready) pairs: Caffe's callbacks_
+        if sp.snapshot_prefix:
+            guard.remove_orphans(sp.snapshot_prefix)   # temporary files of a snapshot a kill interrupted
         self.parallel = parallel.attach(self)   # data-parallel in a process group (caffessl/parallel), or None
         log.info("Solver scaffolding done.")
 
@@ -269,11 +270,7 @@ class Solver:
             for _ in range(iter_size):
                 loss += f32(self.net.forward_backward())
             loss /= f32(iter_size)
-            if not math.isfinite(loss):
-                last = self.last_snapshot[1] if self.last_snapshot else "none written in this run"
-                raise TrainingDivergedError(
-                    f"iteration {self.iter}: the training loss is {fmt_num(loss)}: training diverged (lower "
-                    f"base_lr, or clip_gradients); the weights were not updated or saved; last snapshot: {last}")
+            guard.check_loss(self, loss)
             self._update_smoothed_loss(loss)
             if display:   # the SSL fork's line (BVLC 1.0 later added "(x iter/s, ...)")
                 log.info("Iteration %d, loss = %s", self.iter, fmt_num(self.smoothed_loss))
@@ -438,28 +435,32 @@ class Solver:
 
     def snapshot(self) -> str:
         """Write the weights and the solver state at the current iteration; return the solverstate path
-        (data-parallel: rank 0 writes, the other ranks return None)."""
+        (data-parallel: rank 0 writes, the other ranks return None). Only finite values are written, and a write
+        error keeps the previous snapshot (solver/guard.py)."""
         if self.parallel is not None and not self.parallel.is_root:
             return None
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
-        if hdf5:
-            model = self._filename(".caffemodel.h5")
-            log.info("Snapshotting to HDF5 file %s", model)
-            self.net.save_hdf5(model, write_diff=self.param.snapshot_diff)
-        else:
-            model = self._filename(".caffemodel")
-            log.info("Snapshotting to binary proto file %s", model)
-            self.net.save(model, write_diff=self.param.snapshot_diff)
-        st = SolverStateData(self.iter, model, self.current_step,
-                             [h.detach().cpu().numpy() for h in self.history])
-        if hdf5:
-            path = self._filename(".solverstate.h5")
-            log.info("Snapshotting solver state to HDF5 file %s", path)
-            write_solverstate_hdf5(path, st)
-        else:
-            path = self._filename(".solverstate")
-            log.info("Snapshotting solver state to binary proto file %s", path)
-            write_solverstate(path, st)
+        model = self._filename(".caffemodel.h5" if hdf5 else ".caffemodel")
+        path = self._filename(".solverstate.h5" if hdf5 else ".solverstate")
+
+        def write_model():
+            if hdf5:
+                log.info("Snapshotting to HDF5 file %s", model)
+                self.net.save_hdf5(model, write_diff=self.param.snapshot_diff)
+            else:
+                log.info("Snapshotting to binary proto file %s", model)
+                self.net.save(model, write_diff=self.param.snapshot_diff)
+
+        def write_state():
+            st = SolverStateData(self.iter, model, self.current_step,
+                                 [h.detach().cpu().numpy() for h in self.history])
+            if hdf5:
+                log.info("Snapshotting solver state to HDF5 file %s", path)
+                write_solverstate_hdf5(path, st)
+            else:
+                log.info("Snapshotting solver state to binary proto file %s", path)
+                write_solverstate(path, st)
+        guard.write_pair(self, model, write_model, path, write_state)
         self.last_snapshot = (model, path)
         return path
 
@@ -480,6 +481,7 @@ class Solver:
             self.net.copy_from(st.learned_net)
         self.iter = st.iter
         self.current_step = st.current_step
+        self.last_snapshot = (st.learned_net, path)   # what a later fault falls back to
         log.info("SGDSolver: restoring history")
         with torch.no_grad():
             for h, arr in zip(self.history, st.history):
