@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import RecipeError
+from ..io.yaml_file import compose_file
 
 TOP_KEYS = {"name", "description", "net", "weights", "data", "workdir", "test_iters", "steps"}
 _TRAIN = {"solver", "net", "weights", "overrides", "label"}
@@ -91,19 +92,7 @@ def load(path) -> Recipe:
     """Read and check a recipe file."""
     import yaml
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise RecipeError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise RecipeError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if root is None:
-        raise RecipeError(f"{path}: the recipe is empty")
+    _, root = compose_file(path, RecipeError, "recipe")
     top, lines, steps_node = {}, {}, None
     for k, v in _mapping(path, root, "a recipe"):
         if k.value not in TOP_KEYS:

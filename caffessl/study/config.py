@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import CaffeSSLError
+from ..io.yaml_file import compose_file
 
 TOP_KEYS = ("net", "data", "out", "solver", "test_iter", "features", "defaults", "grid", "runs")
 RUN_KEYS = ("name", "type", "base_lr", "momentum", "decay", "strength", "batch_size", "ssl", "seed", "max_iter")
@@ -129,20 +130,13 @@ def _check_run(r: dict, path: str, line: int) -> dict:
 def load_study(path) -> Study:
     import yaml
     path = os.fspath(path)
+    text, root = compose_file(path, StudyFileError, "study file")
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise StudyFileError(f"{path}: cannot read the study file ({e.strerror or e})") from None
-    try:
-        root = yaml.compose(text)
         data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except yaml.YAMLError as e:   # e.g. a tag composition accepts but safe construction refuses
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise StudyFileError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    if root is None:
-        raise StudyFileError(f"{path}: the study file is empty")
     _check_keys(root, TOP_KEYS, path, "the study file")
     nodes = {k.value: v for k, v in root.value}
     for need in ("net", "out"):
