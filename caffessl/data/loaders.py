@@ -88,9 +88,9 @@ def _raw_uint8_batch(datums):
         return None
     d0 = datums[0]
     c, h, w = d0.channels, d0.height, d0.width
-    n = c * h * w
-    if n <= 0:
+    if min(c, h, w) <= 0:   # negative dims can multiply to a valid size: the slow path names the record
         return None
+    n = c * h * w
     for d in datums:
         if d.encoded or d.channels != c or d.height != h or d.width != w or len(d.data) != n:
             return None

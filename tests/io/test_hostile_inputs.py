@@ -244,3 +244,24 @@ def test_datum_negative_dims_with_a_valid_product():
     d = caffe_pb2.Datum(channels=-1, height=-2, width=3, data=bytes(6))
     with pytest.raises(DataSourceError, match=r"rec: Datum has shape channels=-1 height=-2 width=3"):
         datum_to_array(d, None, "rec")
+
+
+def test_datum_negative_dims_through_the_data_layer_batch_path():
+    """Found by the long fuzz profile: a batch of raw records with two negative dims (product valid) reached
+    numpy's reshape in the one-copy batch path (ValueError); it must be the typed error naming the record."""
+    from caffessl.data.loaders import DatumBatchLoader
+    from caffessl.proto import caffe_pb2
+
+    class Records:
+        path = "mem.lmdb"
+
+        def read_many(self, n):
+            d = caffe_pb2.Datum(channels=-1, height=3, width=-2, data=bytes(6)).SerializeToString()
+            return [(b"k0", d), (b"k1", d)]
+
+        def close(self):
+            pass
+
+    loader = DatumBatchLoader(Records(), None, 2, None, True, "layer 'data'")
+    with pytest.raises(DataSourceError, match=r"record 'k0'.*channels=-1 height=3 width=-2"):
+        loader()
