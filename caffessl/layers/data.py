@@ -276,8 +276,10 @@ class DummyData(DataLayerBase):
         self._fillers = fillers
         self._top_shapes = [tuple(int(v) for v in s) for s in shapes]
         self._refill = [f.type != "constant" for f in fillers]
-        # Caffe fills the constant tops once at set-up (and draws nothing for the others until forward)
-        self._tops = [None if r else self._fill(i) for i, r in enumerate(self._refill)]
+        # Caffe fills the constant tops once at set-up and draws the others at every forward; a constant fill
+        # draws nothing, so filling it at the first forward is the same -- after the Net has checked the top
+        # shapes (positive, within the memory budget) instead of before
+        self._tops = [None] * nt
 
     def _fill(self, i):
         from ..fillers import fill
@@ -285,7 +287,7 @@ class DummyData(DataLayerBase):
         return fill(t, self._fillers[i])
 
     def forward(self, bottoms):
-        self._tops = [self._fill(i) if r else t for i, (t, r) in enumerate(zip(self._tops, self._refill))]
+        self._tops = [self._fill(i) if r or t is None else t for i, (t, r) in enumerate(zip(self._tops, self._refill))]
         return list(self._tops)
 
 

@@ -159,6 +159,12 @@ def _net(tmp_path, layers, dims="dim: 2 dim: 3 dim: 8 dim: 8"):
     ("dim: 2 dim: 3", 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { '
      'num_output: 2 weight_filler { type: "uniform" max: inf } } }', LayerConfigError,
      r"n\.prototxt: layer 'ip' \(InnerProduct\): inner_product_param.weight_filler.*inf"),
+    # found by the long fuzz profile: a constant-filled DummyData top was allocated in set-up, before the shape
+    # check (torch's RuntimeError on a negative dim; terabytes for the huge ones)
+    ("dim: 2", 'layer { name: "dd" type: "DummyData" top: "dd" dummy_data_param { shape { dim: 4294967295 '
+     'dim: 1099511627776 dim: -2 } } }', ShapeMismatchError, r"layer 'dd' \(DummyData\): top 'dd' would have shape"),
+    ("dim: 2", 'layer { name: "dd" type: "DummyData" top: "dd" dummy_data_param { shape { dim: 100000 '
+     'dim: 100000 dim: 100000 } } }', MemoryLimitError, r"layer 'dd' top 'dd' \(100000, 100000, 100000\)"),
 ])
 def test_net_setup_refuses(tmp_path, dims, layers, err, match):
     t0 = time.perf_counter()
