@@ -24,6 +24,8 @@ def add_arguments(p):
     p.add_argument("--min-channels", type=int, default=1, help="guardrail: filters every layer keeps (default 1)")
     p.add_argument("--clamp", action="store_true",
                    help="keep the strongest --min-channels filters instead of stopping when a layer would empty")
+    p.add_argument("--depth", action="store_true",
+                   help="a layer that would empty may go with its whole residual branch (slim makes it a Bias)")
     p.add_argument("--round-to", type=int, default=1, help="round each layer's kept filters up to a multiple")
     p.add_argument("--rounds", type=int, default=1, help="prune -> retrain rounds (needs --solver)")
     p.add_argument("--solver", help="solver for retraining after each round (its net is replaced by the _ft net)")
@@ -93,7 +95,8 @@ def run(args):
     amount = check_amount(args.policy, args.amount)
     results, out_model = prune_files(
         args.model, args.weights, args.policy, amount, args.out_weights, args.out_model, layers=args.layers,
-        min_channels=args.min_channels, round_to=args.round_to, clamp=args.clamp, rounds=args.rounds,
+        min_channels=args.min_channels, round_to=args.round_to, clamp=args.clamp, depth=args.depth,
+        rounds=args.rounds,
         solver=args.solver, data=args.data, solverstate=args.solverstate, out_solverstate=args.out_solverstate,
         progress=not args.no_progress)
     for i, res in enumerate(results):

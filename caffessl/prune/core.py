@@ -5,7 +5,10 @@ and a per-layer report.
 Guardrails: a layer keeps at least ``min_channels`` filters (default 1; a policy that would keep fewer stops
 with a PruneGuardrailError naming the layer, unless ``clamp`` keeps the strongest ``min_channels`` instead or
 ``min_channels=0`` allows emptying it -- ``slim`` then keeps one channel, or removes a residual branch whose
-weights are all zero); ``round_to`` rounds each structured layer's kept count up to a multiple (e.g. 8).
+weights are all zero); with ``depth`` a layer inside a residual branch (its output reaches one input of an Eltwise
+SUM through single-reader per-channel layers and convolutions) may be emptied instead: the whole branch goes --
+the branch's last Convolution/InnerProduct is zeroed too, so that ``slim`` turns the branch into a Bias (depth
+removal); ``round_to`` rounds each structured layer's kept count up to a multiple (e.g. 8).
 """
 from __future__ import annotations
 
@@ -97,15 +100,61 @@ def _nonzero_rows(layer) -> int:
     return int((producer_rows(layer, layer.params[0]) != 0).any(dim=1).sum())
 
 
-def _guard(name, kept, total, min_channels, clamp, what):
-    if kept < min_channels and not clamp:
-        raise PruneGuardrailError(
-            f"{what} would keep {kept} of {total} filters of layer '{name}' (the guardrail keeps at least "
-            f"{min_channels}); lower the amount, pass --clamp to keep the {min_channels} strongest, or "
-            f"--min-channels 0 to allow it")
+def residual_tail(net, p: int) -> int | None:
+    """The last Convolution/InnerProduct of the residual branch that layer ``p`` is in: ``p``'s output must
+    reach one input of a two-input Eltwise SUM (the other input's coefficient 1) through layers that each are
+    the only reader of their input -- per-channel layers and single-input convolutions / inner products. None
+    when there is no such branch (removing ``p`` would then cut the net)."""
+    from ..sparsity.channels import graph, role
+    consumers, ins, outs = graph(net)
+    tail, i = p, p
+    while True:
+        if len(outs[i]) != 1 or len(consumers.get(outs[i][0], [])) != 1:
+            return None
+        (j, b), = consumers[outs[i][0]]
+        layer = net.layers[j]
+        if layer.type == "Eltwise":
+            ep = layer.param.eltwise_param
+            coeff = list(ep.coeff) or [1.0, 1.0]
+            ok = ep.operation == caffe_pb2.EltwiseParameter.SUM and len(layer.param.bottom) == 2
+            return tail if ok and coeff[1 - b] == 1.0 else None
+        if len(ins[j]) != 1 or layer.type == "Split":
+            return None
+        if layer.type in WEIGHT_TYPES and layer.params:
+            tail = j
+        elif role(layer) != "pass":
+            return None
+        i = j
 
 
-def _structured(net, policy, amount, chosen, min_channels, round_to, clamp, notes):
+def _guard(net, index, kept, total, min_channels, clamp, depth, what) -> int | None:
+    """None: the layer keeps enough; else the index of the residual branch's last weight layer to zero with
+    it (``depth``); stops when neither the guardrail nor ``clamp`` allows it."""
+    if kept >= min_channels or clamp:
+        return None
+    name = net.layers[index].name
+    tail = residual_tail(net, index)
+    if depth and tail is not None:
+        return tail
+    hint = ", --depth to remove its residual branch" if tail is not None else ""
+    raise PruneGuardrailError(
+        f"{what} would keep {kept} of {total} filters of layer '{name}' (the guardrail keeps at least "
+        f"{min_channels}); lower the amount, pass --clamp to keep the {min_channels} strongest{hint}, or "
+        f"--min-channels 0 to allow it")
+
+
+def _remove_depth(net, index, tail, notes) -> None:
+    """Empty layer ``index`` and zero its branch's last weight layer: the branch adds a per-channel constant."""
+    layer, last = net.layers[index], net.layers[tail]
+    with torch.no_grad():
+        layer.params[0].zero_()
+        last.params[0].zero_()
+    notes[layer.name] = f"emptied: its residual branch is removed (depth; `slim` makes it a Bias)"
+    if tail != index:
+        notes[last.name] = f"zeroed: the end of {layer.name}'s removed residual branch"
+
+
+def _structured(net, policy, amount, chosen, min_channels, round_to, clamp, depth, notes):
     """reduction-rate / bn-gamma / mask-threshold: pick channels per producer, then remove them."""
     flows = {}
     for i, layer in enumerate(net.layers):
@@ -149,12 +198,18 @@ def _structured(net, policy, amount, chosen, min_channels, round_to, clamp, note
         else:
             keep = P.below_keep(s, a, inclusive=True)
         keep = P.round_kept(s.abs(), keep, round_to) if policy != "reduction-rate" else keep
-        _guard(name, int(keep.sum()), keep.size, min_channels, clamp, f"{policy} {a:g}")
-        if keep.sum() < min_channels:
+        tail = _guard(net, flow.producer, int(keep.sum()), keep.size, min_channels, clamp, depth,
+                      f"{policy} {a:g}")
+        if tail is None and keep.sum() < min_channels:
             keep = P.strongest(s.abs(), min_channels)
         if policy == "mask-threshold":
             _absorb_mask(layer, selectors[name][1])
+        if tail is not None:
+            keep[:] = False
         unfolded = remove_channels(net, flow, ~keep)
+        if tail is not None:
+            _remove_depth(net, flow.producer, tail, notes)
+            continue
         mine = [f"{int((~keep).sum())} filter(s) removed"]
         if unfolded:
             mine.append(f"{unfolded} not folded exactly (padding or no bias downstream)")
@@ -189,9 +244,9 @@ def _absorb_mask(producer, mask_layer) -> None:
         m.fill_(1)
 
 
-def _elementwise(net, policy, amount, chosen, min_channels, clamp, notes):
+def _elementwise(net, policy, amount, chosen, min_channels, clamp, depth, notes):
     """zeros / magnitude on every weight layer (or the chosen ones)."""
-    for layer in net.layers:
+    for index, layer in enumerate(net.layers):
         if layer.type not in WEIGHT_TYPES or not layer.params or (chosen and layer.name not in chosen):
             continue
         a = P.check_amount(policy, chosen[layer.name], f"--layers {layer.name}=") \
@@ -200,7 +255,11 @@ def _elementwise(net, policy, amount, chosen, min_channels, clamp, notes):
         thr = a if policy == "zeros" else P.magnitude_threshold(w, a)
         keep = P.element_keep(w, thr)
         kept = int(producer_rows(layer, keep).any(dim=1).sum())
-        _guard(layer.name, kept, producer_rows(layer, keep).shape[0], min_channels, clamp, f"{policy} {a:g}")
+        tail = _guard(net, index, kept, producer_rows(layer, keep).shape[0], min_channels, clamp, depth,
+                      f"{policy} {a:g}")
+        if tail is not None:
+            _remove_depth(net, index, tail, notes)
+            continue
         if kept < min_channels:                # clamp: the strongest filters keep all their weights
             strong = torch.as_tensor(P.strongest(P.filter_norms(producer_rows(layer, w)), min_channels))
             keep_rows = producer_rows(layer, keep)          # a view of ``keep``
@@ -211,10 +270,11 @@ def _elementwise(net, policy, amount, chosen, min_channels, clamp, notes):
 
 
 def prune(net, policy: str, amount=None, *, layers=None, min_channels: int = 1, round_to: int = 1,
-          clamp: bool = False) -> PruneResult:
+          clamp: bool = False, depth: bool = False) -> PruneResult:
     """Prune ``net`` (weights loaded; TEST phase recommended: BatchNorm uses its global statistics) in place.
 
     ``layers``: names (or ``name=amount`` overrides) to prune; default: every layer the policy applies to.
+    ``depth``: a layer the policy would empty may go with its whole residual branch (see the module doc).
     Returns the report, the fine-tuning NetParameter and which values were zeroed (for the solver history).
     """
     P.check_policy(policy)
@@ -235,9 +295,10 @@ def prune(net, policy: str, amount=None, *, layers=None, min_channels: int = 1, 
     notes: dict = {}
     removed_layers = []
     if policy in P.STRUCTURED:
-        removed_layers = _structured(net, policy, amount, chosen, min_channels, round_to, clamp, notes)
+        removed_layers = _structured(net, policy, amount, chosen, min_channels, round_to, clamp, depth,
+                                     notes)
     else:
-        _elementwise(net, policy, amount, chosen, min_channels, clamp, notes)
+        _elementwise(net, policy, amount, chosen, min_channels, clamp, depth, notes)
     zeroed, touched = {}, set()
     for layer in net.layers:
         if layer.name not in before:

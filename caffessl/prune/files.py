@@ -19,7 +19,7 @@ def default_ft_model(out_weights) -> str:
 
 
 def prune_files(model, weights, policy, amount, out_weights, out_model=None, *, layers=None, min_channels=1,
-                round_to=1, clamp=False, rounds=1, solver=None, overrides=None, data=None, solverstate=None,
+                round_to=1, clamp=False, depth=False, rounds=1, solver=None, overrides=None, data=None, solverstate=None,
                 out_solverstate=None, progress=True, log_file=None):
     """Returns the PruneResult of each round. With ``solver``, every round is followed by retraining the
     fine-tuning net (pruned connections frozen) from the pruned weights; ``out_weights`` gets the last
@@ -43,7 +43,7 @@ def prune_files(model, weights, policy, amount, out_weights, out_model=None, *, 
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out_weights))) as tmp:
         for r in range(rounds):
             res = prune(net, policy, amount, layers=layers, min_channels=min_channels, round_to=round_to,
-                        clamp=clamp)
+                        clamp=clamp, depth=depth)
             results.append(res)
             if not solver:
                 break

@@ -27,8 +27,8 @@ _TRAIN = {"solver", "net", "weights", "overrides", "label"}
 STEP_KEYS = {
     "train": _TRAIN,
     "finetune": _TRAIN,
-    "prune": {"policy", "amount", "layers", "min_channels", "round_to", "clamp", "rounds", "solver", "overrides",
-              "insert_masks", "mask_decay_mult", "label"},
+    "prune": {"policy", "amount", "layers", "min_channels", "round_to", "clamp", "depth", "rounds", "solver",
+              "overrides", "insert_masks", "mask_decay_mult", "label"},
     "slim": {"label", "depth"},
     "test": {"label", "iters"},
     "time": {"label", "reps", "batch", "layers"},

@@ -1,8 +1,11 @@
 """Running a recipe (``caffessl recipe run R.yaml``): the steps in order, each writing its files into the
 work folder (``<workdir>/NN_<step>.*``) and, last, ``NN_<step>.json`` with its settings and measurements. A rerun
-skips every step whose json and files exist with the same settings (resume after an interruption: every file
-is written to a temporary name and renamed, so a step killed half-way left nothing that looks done), and
-reruns every step after the first one it cannot skip. The report (``report.md``, ``report.csv``, plots) is
+skips every step whose json and files exist with the same settings *and the same contents* (resume after an
+interruption: every file is written to a temporary name and renamed, so a step killed half-way left nothing that
+looks done), and reruns every step after the first one it cannot skip. Contents: the step's json records the
+SHA-256 of every input it names (the recipe's net, weights and data files, the step's solver / net / weights)
+and of the model and weights it wrote; an edited solver or prototxt, replaced weights or a damaged output makes
+the step (and every later one) run again. The report (``report.md``, ``report.csv``, plots) is
 rewritten after each step.
 
 Net state carried from step to step: the current model + weights (``train``/``finetune`` write weights,
@@ -12,6 +15,7 @@ Net state carried from step to step: the current model + weights (``train``/``fi
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -55,6 +59,25 @@ def _counts(model, weights) -> dict:
     total, nz = T.learnable_count(net)
     flops = {f.name: f.remaining for f in net_flops(net)}
     return {"params": total, "nonzero": nz, "flops": sum(flops.values()), "layer_flops": flops}
+
+
+def digest(path) -> str:
+    """SHA-256 of a file's bytes; of a folder, of its files' names and sizes (a data set: not read whole);
+    'missing' when absent."""
+    if not path or not os.path.exists(path):
+        return "missing"
+    h = hashlib.sha256()
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for f in sorted(files):
+                full = os.path.join(root, f)
+                h.update(f"{os.path.relpath(full, path)}\0{os.path.getsize(full)}\0".encode())
+        return "dir:" + h.hexdigest()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class Runner:
@@ -109,7 +132,8 @@ class Runner:
         results, ft = prune_files(s["model"], s["weights"], a.get("policy"), a.get("amount"), out,
                                   self._out(step, "_ft.prototxt"), layers=a.get("layers"),
                                   min_channels=int(a.get("min_channels", 1)), round_to=int(a.get("round_to", 1)),
-                                  clamp=bool(a.get("clamp", False)), rounds=int(a.get("rounds", 1)), solver=solver,
+                                  clamp=bool(a.get("clamp", False)), depth=bool(a.get("depth", False)),
+                                  rounds=int(a.get("rounds", 1)), solver=solver,
                                   overrides=over, data=self.recipe.data, progress=self.opts.progress,
                                   log_file=self._out(step, ".log"))
         atomic_write(self._out(step, "_report.md"), "\n\n".join(r.table() for r in results).encode() + b"\n")
@@ -173,9 +197,19 @@ class Runner:
         return {"onnx": path}
 
     # -- the loop --------------------------------------------------------------------------------------
+    def _inputs(self, step) -> dict:
+        """{path: digest} of what the step reads besides the previous steps' outputs."""
+        r, a = self.recipe, step.args
+        paths = [r.net, r.weights, r.data] + [a.get(k) for k in ("solver", "net", "weights")]
+        return {p: digest(p) for p in paths if isinstance(p, str) and p and p != "none"}
+
     def _config(self, step) -> dict:
         return {"kind": step.kind, "args": step.args, "max_iter": self.opts.max_iter,
-                "test_iters": self.test_iters, "net": self.recipe.net, "weights": self.recipe.weights}
+                "test_iters": self.test_iters, "net": self.recipe.net, "weights": self.recipe.weights,
+                "inputs": self._inputs(step)}
+
+    def _outputs(self) -> dict:
+        return {self.state[k]: digest(self.state[k]) for k in ("model", "weights") if self.state.get(k)}
 
     def _done(self, step, dirty: bool):
         path = self._out(step, ".json")
@@ -185,8 +219,9 @@ class Runner:
             rec = json.load(f)
         if rec.get("config") != json.loads(json.dumps(self._config(step))):
             return None
+        outputs = rec.get("outputs") or {}
         files = [v for k, v in rec["state"].items() if k in ("model", "weights") and v]
-        return rec if all(os.path.exists(f) for f in files) else None
+        return rec if files and all(outputs.get(f) == digest(f) != "missing" for f in files) else None
 
     def run(self, log=print) -> list:
         os.makedirs(self.workdir, exist_ok=True)
@@ -219,7 +254,8 @@ class Runner:
                            "seconds": round(time.perf_counter() - t0, 2), **metrics,
                            **_counts(self.state["model"], self.state["weights"])}
                     self.rows.append(row)
-                    rec = {"config": self._config(step), "state": self.state, "row": row}
+                    rec = {"config": self._config(step), "state": self.state, "row": row,
+                           "outputs": self._outputs()}
                     atomic_write(self._out(step, ".json"), json.dumps(rec, indent=1, default=str).encode())
                     log(f"[{step.index + 1}/{len(steps)}] {step.label}: {summary(row)}")
                 write_report(self.recipe, self.rows, self.workdir, with_plots=False)

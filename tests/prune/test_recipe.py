@@ -121,3 +121,28 @@ def test_cli_recipe_errors_are_one_line(tmp_path, capsys):
     assert main(["recipe", "run", str(p)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.yaml:3: unknown key 'bogus'" in err
+
+
+def test_resume_compares_contents_not_paths(tiny):
+    """Same paths, other contents: an edited solver reruns the steps that use it (and every later one); a
+    damaged output of a step reruns that step; an untouched rerun skips everything."""
+    d, path = tiny
+    path.write_text(path.read_text().replace("  - time: {reps: 1, layers: [conv1]}\n  - export: {format: onnx}\n",
+                                             ""))
+    run = lambda: [("skipped" in m) for m in _logs(path)]   # noqa: E731
+    assert run() == [False] * 5
+    assert run() == [True] * 5
+    (d / "solver.prototxt").write_text(SOLVER.replace("base_lr: 0.01", "base_lr: 0.02"))
+    assert run() == [False] * 5                          # step 1 trains with it
+    assert run() == [True] * 5
+    work = d / "work"
+    (work / "01_prune.caffemodel").write_bytes((work / "03_slim.caffemodel").read_bytes())   # damaged output
+    assert run() == [True, False, False, False, False]
+    (d / "net.prototxt").write_text(NET.replace("std: 0.3", "std: 0.2"))      # the recipe's net changed
+    assert run() == [False] * 5
+
+
+def _logs(path):
+    logs = []
+    Runner(path, Options(progress=False, plots=False)).run(log=logs.append)
+    return logs
