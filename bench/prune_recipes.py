@@ -26,14 +26,18 @@ sys.path.insert(0, str(REPO))
 from caffessl.prune.recipe import load  # noqa: E402
 from caffessl.prune.runner import Options, Runner  # noqa: E402
 
-METHODS = {
-    "ssl_lenet": "SSL (filter + channel group Lasso)",
+METHODS = {      # in run order: slimming_lenet_bn_07 starts from slimming_lenet_bn's trained weights
+    "ssl_lenet": "SSL (filter + channel group Lasso 0.004)",
+    "ssl_lenet_strong": "SSL (group Lasso 0.006)",
     "han_lenet5": "Han: magnitude, 3 rounds",
+    "han_lenet5_strong": "Han: magnitude, 3 rounds, larger q",
     "han_lenet_300_100": "Han: magnitude, 3 rounds",
-    "slimming_lenet_bn": "Network Slimming (BN gamma, median)",
+    "slimming_lenet_bn": "Network Slimming (BN gamma, 50th percentile)",
+    "slimming_lenet_bn_07": "Network Slimming (BN gamma, 70th percentile)",
     "reduction_rate_lenet_025": "reduction rate 0.25",
     "reduction_rate_lenet_05": "reduction rate 0.5",
-    "masks_lenet": "channel masks (L1, t = 0.05)",
+    "masks_lenet": "channel masks (L1 0.01, t = 0.05)",
+    "masks_lenet_strong": "channel masks (L1 0.02, t = 0.05)",
 }
 
 

@@ -44,16 +44,25 @@ def layout(tmp_path_factory):
     return root
 
 
+def _run_reduced(layout, name):
+    """Run recipes/<name> reduced in its default work folder (runs/recipes/<stem>), after the recipe whose
+    trained weights it starts from (``weights: runs/recipes/<other>/...``) when those are not there yet."""
+    r = R.load(REPO / "recipes" / name)
+    if r.weights and r.weights.startswith("runs/recipes/") and not os.path.exists(r.weights):
+        _run_reduced(layout, r.weights.split("/")[2] + ".yaml")
+    opts = Options(max_iter=2, test_iters=1, reps=1, workdir=os.path.join("runs", "recipes", r.name),
+                   progress=False, plots=False)
+    return Runner(f"recipes/{name}", opts).run(log=lambda m: None)
+
+
 @pytest.mark.parametrize("name", MNIST_RECIPES)
 def test_shipped_recipe_runs_reduced(layout, name, monkeypatch):
     monkeypatch.chdir(layout / "repo")
-    opts = Options(max_iter=2, test_iters=1, reps=1, workdir=str(layout / "work" / name), progress=False,
-                   plots=False)
-    rows = Runner(f"recipes/{name}", opts).run(log=lambda m: None)
+    rows = _run_reduced(layout, name)
     kinds = [r["kind"] for r in rows]
     assert kinds == [s.kind for s in R.load(REPO / "recipes" / name).steps]
     assert any(r["kind"] == "test" and 0 <= r["error"] <= 1 for r in rows)
-    assert (layout / "work" / name / "report.md").exists()
+    assert (layout / "repo" / "runs" / "recipes" / R.load(REPO / "recipes" / name).name / "report.md").exists()
     pruned = [r for r in rows if r["kind"] == "prune" and "nonzero_after" in r]
     assert pruned and pruned[-1]["nonzero_after"] <= pruned[0]["nonzero_before"]
 
