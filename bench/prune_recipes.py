@@ -26,14 +26,14 @@ sys.path.insert(0, str(REPO))
 from caffessl.prune.recipe import load  # noqa: E402
 from caffessl.prune.runner import Options, Runner  # noqa: E402
 
-METHODS = {      # in run order: slimming_lenet_bn_07 starts from slimming_lenet_bn's trained weights
+METHODS = {      # in run order: slimming_lenet_bn_085 starts from slimming_lenet_bn's trained weights
     "ssl_lenet": "SSL (filter + channel group Lasso 0.004)",
     "ssl_lenet_strong": "SSL (group Lasso 0.006)",
     "han_lenet5": "Han: magnitude, 3 rounds",
     "han_lenet5_strong": "Han: magnitude, 3 rounds, larger q",
     "han_lenet_300_100": "Han: magnitude, 3 rounds",
     "slimming_lenet_bn": "Network Slimming (BN gamma, 50th percentile)",
-    "slimming_lenet_bn_07": "Network Slimming (BN gamma, 70th percentile)",
+    "slimming_lenet_bn_085": "Network Slimming (BN gamma, 85th percentile)",
     "reduction_rate_lenet_025": "reduction rate 0.25",
     "reduction_rate_lenet_05": "reduction rate 0.5",
     "masks_lenet": "channel masks (L1 0.01, t = 0.05)",
@@ -78,6 +78,47 @@ def fmt_table(summaries) -> str:
         lines.append(f"| {s['method']} | {s['recipe']} | {err} | {nz} | {s['params']} | "
                      f"{100 * s['flops'] / max(s['dense_flops'], 1):.1f} | {conv} | {sp} |")
     return "\n".join(lines)
+
+
+def family(name) -> str:
+    """The method a recipe belongs to (its strengths are one line in the plot)."""
+    for stem in ("ssl_lenet", "han_lenet5", "han_lenet_300_100", "slimming_lenet_bn", "reduction_rate_lenet",
+                 "masks_lenet"):
+        if name.startswith(stem):
+            return stem
+    return name
+
+
+def plot(summaries, names, path) -> str:
+    """Test error against MACs (% of dense) and against non-zero weights, one line per method through its
+    strengths; the dense nets as open markers."""
+    from caffessl.plotting import figure, save_png
+    fig = figure(11, 4.5)
+    axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    groups = {}
+    for name, s in zip(names, summaries):
+        if s["error"] is not None:
+            groups.setdefault(family(name), []).append(s)
+    for fam, rows in groups.items():
+        pts = sorted(rows, key=lambda r: r["flops"])
+        mac = [100 * r["flops"] / max(r["dense_flops"], 1) for r in pts]
+        fewer = [r["dense_nonzero"] / max(r["nonzero"], 1) for r in pts]
+        err = [100 * r["error"] for r in pts]
+        line = axes[0].plot(mac, err, "o-", label=fam)[0]
+        axes[1].plot(fewer, err, "o-", color=line.get_color(), label=fam)
+        if pts[0]["dense_error"] is not None:
+            for ax, x in ((axes[0], 100.0), (axes[1], 1.0)):
+                ax.plot([x], [100 * pts[0]["dense_error"]], "o", mfc="none", color=line.get_color())
+    axes[0].set_xlabel("MACs after slimming, % of dense")
+    axes[1].set_xlabel("non-zero weights: x fewer than dense")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel("MNIST test error %")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Pruning methods on LeNet / MNIST (open markers: the dense nets)")
+    fig.tight_layout()
+    return save_png(fig, path)
 
 
 def collected_rows(workdir, recipe):
@@ -127,6 +168,9 @@ def main():
     os.makedirs(args.workroot, exist_ok=True)
     Path(args.workroot, "comparison.md").write_text(table + "\n")
     Path(args.workroot, "comparison.json").write_text(json.dumps(summaries, indent=1))
+    done = [(n, s) for n, s in zip([s["recipe"].split("/")[-1][:-5] for s in summaries], summaries)]
+    if done:
+        print("plot:", plot([s for _, s in done], [n for n, _ in done], Path(args.workroot, "comparison.png")))
 
 
 if __name__ == "__main__":

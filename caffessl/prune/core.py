@@ -193,8 +193,10 @@ def _structured(net, policy, amount, chosen, min_channels, round_to, clamp, dept
         a = P.check_amount(policy, chosen[name], f"--layers {name}=") if chosen.get(name) is not None else amount
         if policy == "reduction-rate":
             keep = P.reduction_rate_keep(producer_rows(layer, layer.params[0]), a, round_to)
-        elif policy == "bn-gamma":
+        elif policy == "bn-gamma":      # |gamma| under the quantile goes, and gamma = 0 always (a constant channel:
+            # with most gammas at 0 -- the L1 plus Zerout's 1e-4 -- the quantile itself is 0, and none is under it)
             keep = P.below_keep(s, threshold if chosen.get(name) is None else P.global_quantile([s], a))
+            keep &= s.detach().cpu().numpy() != 0
         else:
             keep = P.below_keep(s, a, inclusive=True)
         keep = P.round_kept(s.abs(), keep, round_to) if policy != "reduction-rate" else keep

@@ -108,6 +108,23 @@ def test_bn_gamma_global_percentile_and_exact_fold():
     assert (np.abs(rows(net, "conv2")).sum(1) > 0).tolist() == [False, True, False, True]
 
 
+def test_bn_gamma_removes_zero_gammas_when_the_quantile_is_zero():
+    """Sparsity training leaves most gammas exactly 0 (L1 + Zerout): the 0.5-quantile of
+    0 0 0 0 0 .4 .6 .8 is 0 and no |gamma| is under it -- the five zero channels still go (each carries a
+    constant, folded exactly), the others stay."""
+    net = make_net(BN_NET)
+    x = fixed_data(net)
+    net.params["scale1"][0].data[...] = [0.0, 0.4, 0.0, 0.6]
+    net.params["scale2"][0].data[...] = [0.0, 0.0, 0.8, 0.0]
+    assert np.quantile([0, 0, 0, 0, 0, .4, .6, .8], 0.5) == 0
+    want = outputs(net, data=x)
+    res = prune(net, "bn-gamma", 0.5)
+    assert (np.abs(rows(net, "conv1")).sum(1) > 0).tolist() == [False, True, False, True]
+    assert (np.abs(rows(net, "conv2")).sum(1) > 0).tolist() == [False, False, True, False]
+    assert [r.kept for r in res.layers if r.layer in ("conv1", "conv2")] == [2, 1]
+    np.testing.assert_allclose(outputs(net, data=x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_mask_threshold_absorbs_masks_exactly(tmp_path):
     net = make_net()
     x = fixed_data(net)
