@@ -29,12 +29,12 @@ def device_lines(device_id: int) -> list[str]:
 def run(args):
     from ..errors import DeviceError
     from ..log import get_logger, setup_logging
-    from ._device import _cuda_count, _no_cuda, parse_gpus
+    from ..devices import cuda_count, gpu_ids, no_cuda
     setup_logging()
     log = get_logger()
-    if not args.gpu and _cuda_count() == 0:
-        raise DeviceError(f"device_query: {_no_cuda()}; caffessl's commands run on the CPU without --gpu")
-    ids = parse_gpus(args.gpu or "all")
+    if not args.gpu and cuda_count() == 0:
+        raise DeviceError(f"device_query: {no_cuda()}; caffessl's commands run on the CPU without --gpu")
+    ids = gpu_ids(args.gpu or "all")
     log.info("Querying GPUs %s", args.gpu or "all")
     for i in ids:
         for line in device_lines(i):

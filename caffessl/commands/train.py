@@ -83,7 +83,7 @@ class SignalActions:
 
 def _set_mode(gpu, sp, args=None):
     from .. import mode
-    if gpu is None:     # Caffe: `solver_mode: GPU` runs on its device_id; a one-line error names the fix
+    if not gpu:         # Caffe: `solver_mode: GPU` runs on its device_id; a one-line error names the fix
         from ._device import solver_gpus
         ids = solver_gpus(None, bool(getattr(args, "cpu", False)), sp, getattr(args, "solver", "the solver"))
         if ids:
@@ -95,7 +95,7 @@ def _set_mode(gpu, sp, args=None):
     if getattr(args, "cpu", False):
         from ..errors import DeviceError
         raise DeviceError(f"--cpu and --gpu={gpu} contradict each other; give one of them")
-    from ..parallel.launch import gpu_ids
+    from ..devices import gpu_ids
     ids = gpu_ids(gpu)          # checked: CUDA present, ids exist; several ids are launched as ranks
     mode.set_device(ids[0])
     mode.set_mode_gpu()

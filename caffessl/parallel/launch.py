@@ -20,48 +20,13 @@ import sys
 import threading
 import time
 
+from ..devices import gpu_ids
 from ..errors import DeviceError, DistributedError
 from . import group
 
 LAUNCHER_PID_ENV = "CAFFESSL_LAUNCHER_PID"
 GRACE_ENV = "CAFFESSL_STOP_GRACE"        # seconds the other ranks get to stop on their own after a failure
 DEFAULT_GRACE_S = 10.0
-
-
-# -- devices -------------------------------------------------------------------------------------------
-
-def _parse_gpu_spec(spec: str) -> list[int] | None:
-    """'all' -> None; '0' / '0,1' -> [0, 1]; anything else: DeviceError."""
-    if spec == "all":
-        return None
-    try:
-        ids = [int(x) for x in spec.split(",")]
-    except ValueError:
-        raise DeviceError(f"--gpu={spec}: expected device ids such as 0 or 0,1, or 'all'") from None
-    if any(i < 0 for i in ids):
-        raise DeviceError(f"--gpu={spec}: device ids are >= 0")
-    if len(set(ids)) != len(ids):
-        raise DeviceError(f"--gpu={spec}: a device is named twice (one process per device)")
-    return ids
-
-
-def gpu_ids(spec: str) -> list[int]:
-    """The CUDA device ids ``--gpu=spec`` names on this machine, checked: a clear error without CUDA or for
-    an id this machine does not have."""
-    import torch
-    ids = _parse_gpu_spec(spec)
-    if not torch.cuda.is_available():
-        why = "a CPU-only torch build" if torch.version.cuda is None else "no CUDA driver or device visible"
-        raise DeviceError(f"--gpu={spec}: no CUDA device is available to torch {torch.__version__} on this machine "
-                          f"({why}); train on the CPU: leave out --gpu (--procs=N for N CPU processes)")
-    n = torch.cuda.device_count()
-    if ids is None:
-        return list(range(n))
-    bad = [i for i in ids if i >= n]
-    if bad:
-        raise DeviceError(f"--gpu={spec}: device {bad[0]} does not exist: this machine has {n} CUDA "
-                          f"device{'s' if n != 1 else ''} (ids 0..{n - 1}; --gpu=all uses every one)")
-    return ids
 
 
 # -- what the train command does ---------------------------------------------------------------------
@@ -92,7 +57,7 @@ def rank_device(gpu, sp) -> int | None:
     without --gpu, solver_mode: GPU uses device LOCAL_RANK."""
     from ..proto import caffe_pb2
     lr, lws = group.local_rank(), group.local_world_size()
-    if gpu is None:
+    if not gpu:
         if not (sp.HasField("solver_mode") and sp.solver_mode == caffe_pb2.SolverParameter.GPU):
             return None
         gpu = "all"

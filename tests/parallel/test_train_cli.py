@@ -104,18 +104,20 @@ def test_procs_inside_a_torchrun_world(cli, case, monkeypatch):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")
 def test_gpu_without_cuda(cli, case):
-    _one_line(cli, case, "--gpu=0,1", match="--gpu=0,1: no CUDA device is available")
-    _one_line(cli, case, "--gpu=all", match="--gpu=all: no CUDA device is available")
+    _one_line(cli, case, "--gpu=0,1", match="--gpu=0,1: torch ")
+    _one_line(cli, case, "--gpu=0,1", match="sees no CUDA device on this machine; leave out --gpu to run on the CPU")
+    _one_line(cli, case, "--gpu=all", match="--gpu=all: torch ")
+    _one_line(cli, case, "--gpu=all", match="sees no CUDA device on this machine; leave out --gpu to run on the CPU")
 
 
 def test_gpu_id_beyond_the_machine(cli, case, monkeypatch):
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    _one_line(cli, case, "--gpu=3", match="--gpu=3: device 3 does not exist: this machine has 2 CUDA devices")
-    _one_line(cli, case, "--gpu=0,3", match="device 3 does not exist")
-    _one_line(cli, case, "--gpu=1,1", match="--gpu=1,1: a device is named twice")
-    _one_line(cli, case, "--gpu=x", match="--gpu=x: expected device ids")
+    _one_line(cli, case, "--gpu=3", match="--gpu=3: no GPU 3: this machine has 2 CUDA devices (ids 0-1)")
+    _one_line(cli, case, "--gpu=0,3", match="--gpu=0,3: no GPU 3")
+    _one_line(cli, case, "--gpu=1,1", match="--gpu=1,1: device id 1 is given twice; give each GPU once")
+    _one_line(cli, case, "--gpu=x", match="--gpu=x: not a list of device ids")
 
 
 def test_ranks_that_disagree_on_the_solver(case):
