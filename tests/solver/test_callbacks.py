@@ -78,8 +78,8 @@ def test_callbacks_run_in_caffe_step_order_and_registration_order():
     assert solver.iter == 3
 
 
-def test_solve_calls_callbacks_once_per_iteration():
-    solver = _solver()
+def test_solve_calls_callbacks_once_per_iteration(tmp_path):
+    solver = _solver(f'snapshot_prefix: "{tmp_path}/s"')     # solve() ends with a snapshot: not in the cwd
     calls = []
     solver.add_callback(lambda: calls.append("s"), lambda: calls.append("g"))
     solver.solve()
