@@ -129,13 +129,16 @@ def residual_tail(net, p: int) -> int | None:
 
 def _guard(net, index, kept, total, min_channels, clamp, depth, what) -> int | None:
     """None: the layer keeps enough; else the index of the residual branch's last weight layer to zero with
-    it (``depth``); stops when neither the guardrail nor ``clamp`` allows it."""
-    if kept >= min_channels or clamp:
+    it (``depth``, which wins over ``clamp`` where the layer is in a residual branch); stops when neither the
+    guardrail nor ``clamp`` allows it."""
+    if kept >= min_channels:
         return None
     name = net.layers[index].name
     tail = residual_tail(net, index)
     if depth and tail is not None:
         return tail
+    if clamp:
+        return None
     hint = ", --depth to remove its residual branch" if tail is not None else ""
     raise PruneGuardrailError(
         f"{what} would keep {kept} of {total} filters of layer '{name}' (the guardrail keeps at least "
@@ -149,7 +152,7 @@ def _remove_depth(net, index, tail, notes) -> None:
     with torch.no_grad():
         layer.params[0].zero_()
         last.params[0].zero_()
-    notes[layer.name] = f"emptied: its residual branch is removed (depth; `slim` makes it a Bias)"
+    notes[layer.name] = "emptied: its residual branch is removed (depth; `slim` makes it a Bias)"
     if tail != index:
         notes[last.name] = f"zeroed: the end of {layer.name}'s removed residual branch"
 

@@ -78,7 +78,7 @@ def test_depth_removes_the_branch_and_slim_makes_it_a_bias(policy, amount, plant
     layers = None if policy == "mask-threshold" else ["conv_a"]
     with pytest.raises(PruneGuardrailError, match="layer 'conv_a'.*--depth to remove its residual branch"):
         prune(net, policy, amount, layers=layers)
-    res = prune(net, policy, amount, layers=layers, depth=True)
+    res = prune(net, policy, amount, layers=layers, depth=True, clamp=True)      # depth wins over clamp here
     assert not rows(net, "conv_a").any() and not rows(net, "conv_b").any()
     notes = {r.layer: r.note for r in res.layers}
     assert "residual branch is removed" in notes["conv_a"] and "removed residual branch" in notes["conv_b"]
@@ -99,3 +99,5 @@ def test_depth_does_not_cut_a_plain_chain():
         prune(net, "magnitude", 100.0, layers=["conv1"], depth=True)
     assert "--depth" not in str(e.value)
     assert np.abs(rows(net, "conv1")).sum() > 0
+    prune(net, "magnitude", 100.0, layers=["conv1"], depth=True, clamp=True)   # no branch: clamp keeps one
+    assert (np.abs(rows(net, "conv1")).sum(1) > 0).sum() == 1
