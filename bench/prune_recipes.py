@@ -36,8 +36,8 @@ METHODS = {      # in run order: slimming_lenet_bn_085 starts from slimming_lene
     "slimming_lenet_bn_085": "Network Slimming (BN gamma, 85th percentile)",
     "reduction_rate_lenet_025": "reduction rate 0.25",
     "reduction_rate_lenet_05": "reduction rate 0.5",
-    "masks_lenet": "channel masks (L1 0.01, t = 0.05)",
-    "masks_lenet_strong": "channel masks (L1 0.02, t = 0.05)",
+    "masks_lenet": "channel masks (L1 0.005, t = 0.05)",
+    "masks_lenet_strong": "channel masks (L1 0.01, t = 0.05)",
 }
 
 
