@@ -1,6 +1,6 @@
 """Every shipped recipe (recipes/*.yaml) runs end to end in a reduced form: 2 iterations per training run, one
 test batch, one timing repetition, on a tiny synthetic MNIST (random images in the IDX format) laid out where
-the recipes' relative paths expect it. The full-size runs are bench/prune_recipes.py."""
+the recipes' relative paths expect it; the CIFAR-10 recipe on the real JPEGs of ../shared. The full-size runs are bench/prune_recipes.py."""
 import gzip
 import os
 import struct
@@ -74,3 +74,31 @@ def test_shipped_recipe_files_check(name):
     for s in r.steps:
         if "solver" in s.args:
             assert (REPO / s.args["solver"]).exists(), s.args["solver"]
+
+
+def test_cifar10_bn_recipe_runs_reduced(tmp_path, monkeypatch):
+    """recipes/slimming_cifar10_bn.yaml, reduced (2 iterations per training run, one test batch) on the real
+    CIFAR-10 JPEGs of ../shared, extracted the way its description says."""
+    import shutil
+    import tarfile
+    src = need_shared("data", "cifar10")
+    for f in ("train.tar.gz", "test.tar.gz", "train.txt", "test.txt"):
+        need_shared("data", "cifar10", f)
+    repo = tmp_path / "repo"
+    (repo / "data" / "cifar10").mkdir(parents=True)
+    for d in ("models", "solvers", "recipes"):
+        os.symlink(REPO / d, repo / d)
+    for f in ("train.tar.gz", "test.tar.gz"):
+        with tarfile.open(src / f) as t:
+            kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}    # Python >= 3.11.4
+            t.extractall(repo / "data" / "cifar10", **kw)
+    for f in ("train.txt", "test.txt"):
+        shutil.copy(src / f, repo / "data" / "cifar10" / f)
+    monkeypatch.chdir(repo)
+    name = "slimming_cifar10_bn.yaml"
+    opts = Options(max_iter=2, test_iters=1, reps=1, workdir=str(tmp_path / "work"), progress=False, plots=False)
+    rows = Runner(f"recipes/{name}", opts).run(log=lambda m: None)
+    assert [r["kind"] for r in rows] == [s.kind for s in R.load(REPO / "recipes" / name).steps]
+    prune = next(r for r in rows if r["kind"] == "prune")
+    assert prune["nonzero"] < rows[0]["nonzero"] and rows[-1]["flops"] < rows[0]["flops"]
+    assert all(0 <= r["error"] <= 1 for r in rows if r["kind"] == "test")
