@@ -152,7 +152,7 @@ def _remove_depth(net, index, tail, notes) -> None:
     with torch.no_grad():
         layer.params[0].zero_()
         last.params[0].zero_()
-    notes[layer.name] = "emptied: its residual branch is removed (depth; `slim` makes it a Bias)"
+    notes.setdefault(layer.name, "emptied: its residual branch is removed (depth; `slim` makes it a Bias)")
     if tail != index:
         notes[last.name] = f"zeroed: the end of {layer.name}'s removed residual branch"
 

@@ -93,6 +93,16 @@ def test_depth_removes_the_branch_and_slim_makes_it_a_bias(policy, amount, plant
     assert next(lp for lp in result.net_param.layer if lp.name == "sum").type == "Bias"
 
 
+def test_depth_notes_when_every_layer_is_pruned():
+    """No --layers: conv_b (zeroed as the branch's end) is reached again by the loop; its note stays."""
+    net = make_net(RES_NET)
+    net.params["conv_a"][0].data[...] = 0
+    res = prune(net, "zeros", 1e-4, depth=True)
+    notes = {r.layer: r.note for r in res.layers}
+    assert notes["conv_a"].startswith("emptied") and notes["conv_b"].startswith("zeroed: the end of conv_a")
+    assert not rows(net, "conv_b").any() and rows(net, "ip").any()
+
+
 def test_depth_does_not_cut_a_plain_chain():
     net = make_net(PLAIN_NET)
     with pytest.raises(PruneGuardrailError, match="layer 'conv1'") as e:
