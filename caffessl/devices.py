@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .errors import DeviceError
 
+
 def cuda_count() -> int:
     """How many CUDA devices torch sees here (0 without CUDA)."""
     import torch
