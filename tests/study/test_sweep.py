@@ -128,7 +128,7 @@ def _cli(args, **kw):
 def test_failed_run_is_marked_and_ctrl_c_resumes(tmp_path):
     runs = [{"name": "first", "type": "SGD"},
             {"name": "bad", "type": "AdaGrad", "momentum": 0.9},       # Caffe refuses momentum with AdaGrad
-            {"name": "slow", "type": "Adam", "base_lr": 0.001, "max_iter": 150}]
+            {"name": "slow", "type": "Adam", "base_lr": 0.001, "max_iter": 1500}]   # long enough to be interrupted
     study = _tiny_study(tmp_path, runs)
     out = tmp_path / "out"
     p = _cli([study, "--jobs", "1", "--no-plots"])
@@ -150,7 +150,7 @@ def test_failed_run_is_marked_and_ctrl_c_resumes(tmp_path):
     table = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert "| done |" in table["first"] and "| done |" in table["slow"]
     assert "| failed |" in table["bad"] and "momentum cannot be used with AdaGrad" in table["bad"]
-    assert json.loads((out / "slow" / "result.json").read_text())["iterations"] == 150
+    assert json.loads((out / "slow" / "result.json").read_text())["iterations"] == 1500
 
 
 @pytest.mark.parametrize("name,shape", [("basicnet_mnist_train_test", (2, 1, 28, 28)),
