@@ -19,8 +19,8 @@ def default_ft_model(out_weights) -> str:
 
 
 def prune_files(model, weights, policy, amount, out_weights, out_model=None, *, layers=None, min_channels=1,
-                round_to=1, clamp=False, depth=False, rounds=1, solver=None, overrides=None, data=None, solverstate=None,
-                out_solverstate=None, progress=True, log_file=None):
+                round_to=1, clamp=False, depth=False, rounds=1, solver=None, overrides=None, data=None,
+                solverstate=None, out_solverstate=None, progress=True, log_file=None):
     """Returns the PruneResult of each round. With ``solver``, every round is followed by retraining the
     fine-tuning net (pruned connections frozen) from the pruned weights; ``out_weights`` gets the last
     round's (retrained) weights."""

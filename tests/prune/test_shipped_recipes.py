@@ -1,6 +1,7 @@
 """Every shipped recipe (recipes/*.yaml) runs end to end in a reduced form: 2 iterations per training run, one
 test batch, one timing repetition, on a tiny synthetic MNIST (random images in the IDX format) laid out where
-the recipes' relative paths expect it; the CIFAR-10 recipe on the real JPEGs of ../shared. The full-size runs are bench/prune_recipes.py."""
+the recipes' relative paths expect it; the CIFAR-10 recipe on the real JPEGs of ../shared. The full-size runs
+are bench/prune_recipes.py."""
 import gzip
 import os
 import struct
