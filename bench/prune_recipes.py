@@ -168,9 +168,9 @@ def main():
     os.makedirs(args.workroot, exist_ok=True)
     Path(args.workroot, "comparison.md").write_text(table + "\n")
     Path(args.workroot, "comparison.json").write_text(json.dumps(summaries, indent=1))
-    done = [(n, s) for n, s in zip([s["recipe"].split("/")[-1][:-5] for s in summaries], summaries)]
-    if done:
-        print("plot:", plot([s for _, s in done], [n for n, _ in done], Path(args.workroot, "comparison.png")))
+    if summaries:
+        print("plot:", plot(summaries, [Path(s["recipe"]).stem for s in summaries],
+                            Path(args.workroot, "comparison.png")))
 
 
 if __name__ == "__main__":

@@ -96,9 +96,8 @@ def run(args):
     results, out_model = prune_files(
         args.model, args.weights, args.policy, amount, args.out_weights, args.out_model, layers=args.layers,
         min_channels=args.min_channels, round_to=args.round_to, clamp=args.clamp, depth=args.depth,
-        rounds=args.rounds,
-        solver=args.solver, data=args.data, solverstate=args.solverstate, out_solverstate=args.out_solverstate,
-        progress=not args.no_progress)
+        rounds=args.rounds, solver=args.solver, data=args.data, solverstate=args.solverstate,
+        out_solverstate=args.out_solverstate, progress=not args.no_progress)
     for i, res in enumerate(results):
         if len(results) > 1:
             print(f"round {i + 1}:")

@@ -122,7 +122,7 @@ def residual_tail(net, p: int) -> int | None:
             return None
         if layer.type in WEIGHT_TYPES and layer.params:
             tail = j
-        elif role(layer) != "pass":
+        elif role(layer) not in ("pass", "flatten"):      # what slim's depth rule passes through, too
             return None
         i = j
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import CaffeSSLError, RecipeError
 from ..io.atomic import atomic_write
+from ..io.files import file_sha256
 from . import recipe as R
 from . import training as T
 from .report import write_report
@@ -66,18 +67,15 @@ def digest(path) -> str:
     'missing' when absent."""
     if not path or not os.path.exists(path):
         return "missing"
+    if not os.path.isdir(path):
+        return file_sha256(path) or "missing"
     h = hashlib.sha256()
-    if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for f in sorted(files):
-                full = os.path.join(root, f)
-                h.update(f"{os.path.relpath(full, path)}\0{os.path.getsize(full)}\0".encode())
-        return "dir:" + h.hexdigest()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            h.update(f"{os.path.relpath(full, path)}\0{os.path.getsize(full)}\0".encode())
+    return "dir:" + h.hexdigest()
 
 
 class Runner:
@@ -91,6 +89,7 @@ class Runner:
                       "masked_model": None, "masked_weights": None, "pruned": False,
                       "dense_fixed": bool(r.weights)}
         self.rows: list[dict] = []
+        self._digests: dict = {}        # (path, size, mtime_ns) -> digest: each file is read once per run
 
     # -- steps -----------------------------------------------------------------------------------------
     def _out(self, step, ext):
@@ -197,11 +196,21 @@ class Runner:
         return {"onnx": path}
 
     # -- the loop --------------------------------------------------------------------------------------
+    def _digest(self, path) -> str:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "missing"
+        key = (path, st.st_size, st.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = digest(path)
+        return self._digests[key]
+
     def _inputs(self, step) -> dict:
         """{path: digest} of what the step reads besides the previous steps' outputs."""
         r, a = self.recipe, step.args
         paths = [r.net, r.weights, r.data] + [a.get(k) for k in ("solver", "net", "weights")]
-        return {p: digest(p) for p in paths if isinstance(p, str) and p and p != "none"}
+        return {p: self._digest(p) for p in paths if isinstance(p, str) and p and p != "none"}
 
     def _config(self, step) -> dict:
         return {"kind": step.kind, "args": step.args, "max_iter": self.opts.max_iter,
@@ -209,7 +218,7 @@ class Runner:
                 "inputs": self._inputs(step)}
 
     def _outputs(self) -> dict:
-        return {self.state[k]: digest(self.state[k]) for k in ("model", "weights") if self.state.get(k)}
+        return {self.state[k]: self._digest(self.state[k]) for k in ("model", "weights") if self.state.get(k)}
 
     def _done(self, step, dirty: bool):
         path = self._out(step, ".json")
@@ -221,7 +230,7 @@ class Runner:
             return None
         outputs = rec.get("outputs") or {}
         files = [v for k, v in rec["state"].items() if k in ("model", "weights") and v]
-        return rec if files and all(outputs.get(f) == digest(f) != "missing" for f in files) else None
+        return rec if files and all(outputs.get(f) == self._digest(f) != "missing" for f in files) else None
 
     def run(self, log=print) -> list:
         os.makedirs(self.workdir, exist_ok=True)

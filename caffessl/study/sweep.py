@@ -18,24 +18,16 @@ import sys
 import time
 
 from ..io.atomic import atomic_write
+from ..io.files import file_sha256
 
 COLUMNS = ("run", "type", "base_lr", "decay", "strength", "batch_size", "ssl", "seed", "status", "test_error",
            "pct_inactive_act", "pct_inactive_gamma", "mean_selectivity", "zero_filters", "zero_channels",
            "pct_flops_slim", "pct_flops_live", "error")
 
 
-def _file_sha256(path) -> str | None:
-    import hashlib
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
-
-
 def _run_cfg(study, run) -> dict:
     """Everything a run's result depends on (the net file's content too): a stored run with other settings reruns."""
-    return {"study": study.path, "net": study.net, "net_sha256": _file_sha256(study.net), "solver": study.solver,
+    return {"study": study.path, "net": study.net, "net_sha256": file_sha256(study.net), "solver": study.solver,
             "test_iter": study.test_iter, "features": study.features, "run": run}
 
 
